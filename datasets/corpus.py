@@ -1,0 +1,69 @@
+"""Contract of the corpus dataset: `corpus/<corpus_id>/part-*.parquet`.
+
+One row per window. A corpus is committed when `_manifest.json` exists in its folder.
+"""
+
+import hashlib
+import json
+import re
+
+import pyarrow as pa
+
+from neuronatlas.core.corpus import Window
+
+FORMAT_VERSION = 1
+"""Bumped when windowing or the schema changes, so old corpus ids are not reused."""
+
+SCHEMA = pa.schema(
+    [
+        pa.field("sequence_id", pa.int64(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("window", pa.int32(), nullable=False),
+        pa.field("token_ids", pa.list_(pa.int32()), nullable=False),
+        pa.field("tokens", pa.list_(pa.string()), nullable=False),
+    ]
+)
+
+ROWS_PER_PART = 16_384
+
+
+def corpus_path(corpus_id: str) -> str:
+    """Folder of one corpus, relative to the storage root."""
+    return f"corpus/{corpus_id}"
+
+
+def corpus_id(source_label: str, fingerprint: str, tokenizer_slug: str, tokenizer_id: str, window: int) -> str:
+    """Readable and content-addressed: the same source, tokenizer and window give the same id."""
+    key = json.dumps([FORMAT_VERSION, fingerprint, tokenizer_id, window])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return f"{slug(source_label)}-{slug(tokenizer_slug, 24)}-w{window}-{digest}"
+
+
+def slug(text: str, max_length: int = 40) -> str:
+    """Lower-case letters, digits and dashes: safe in any storage path."""
+    cleaned = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return cleaned[:max_length].rstrip("-") or "corpus"
+
+
+def to_table(windows: list[Window], source_label: str) -> pa.Table:
+    """Rows in the contract's schema and order."""
+    return pa.table(
+        {
+            "sequence_id": [w.sequence_id for w in windows],
+            "source": [source_label] * len(windows),
+            "doc_id": [w.doc_id for w in windows],
+            "window": [w.window for w in windows],
+            "token_ids": [w.token_ids for w in windows],
+            "tokens": [w.tokens for w in windows],
+        },
+        schema=SCHEMA,
+    )
+
+
+def parts(table: pa.Table, rows_per_part: int = ROWS_PER_PART) -> list[tuple[str, pa.Table]]:
+    """The table cut into `part-NNNNN.parquet` files of at most `rows_per_part` rows."""
+    return [
+        (f"part-{index:05d}.parquet", table.slice(offset, rows_per_part))
+        for index, offset in enumerate(range(0, max(table.num_rows, 1), rows_per_part))
+    ]

@@ -1,0 +1,1 @@
+"""Prefect flows: composition only (one per stage, and the end-to-end `atlas`)."""

@@ -1,0 +1,1 @@
+"""I/O behind small interfaces: storage, sources, models (and later LLM backends)."""

@@ -1,0 +1,226 @@
+"""One storage root for everything: a local folder or `s3://bucket/prefix`.
+
+The same code path serves both through pyarrow's filesystems. S3 endpoint and credentials come
+from the standard AWS variables (`AWS_ENDPOINT_URL[_S3]`, `AWS_ACCESS_KEY_ID`, ...), read when a
+root is opened, never at import; credentials are left to the AWS SDK and never logged.
+
+Datasets are written to `_staging/<dataset>/<txn>/`, validated there, then committed: moved into
+place, and `_manifest.json` written last. A dataset folder without a manifest is not committed
+(a crash mid-commit); readers refuse it and the next commit replaces it.
+"""
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from neuronatlas.errors import StorageError
+
+MANIFEST = "_manifest.json"
+STAGING = "_staging"
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Where an S3-compatible endpoint is, from the standard AWS variables."""
+
+    endpoint: str | None
+    region: str
+
+    @classmethod
+    def from_env(cls) -> "S3Settings":
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        return cls(endpoint=endpoint or None, region=region)
+
+    def filesystem(self) -> pafs.S3FileSystem:
+        options: dict[str, Any] = {
+            "region": self.region,
+            "connect_timeout": 3,
+            "request_timeout": 20,
+            "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=3),
+        }
+        if self.endpoint:
+            # pyarrow ignores AWS_ENDPOINT_URL: pass the endpoint ourselves.
+            parsed = urlparse(self.endpoint)
+            options["endpoint_override"] = parsed.netloc or parsed.path
+            options["scheme"] = parsed.scheme or "https"
+        return pafs.S3FileSystem(**options)
+
+
+class Storage:
+    """Reads and writes under one root; every path argument is relative to it."""
+
+    def __init__(self, root: str, fs: pafs.FileSystem, base: str) -> None:
+        self.root = root
+        self.fs = fs
+        self.base = base.rstrip("/")
+        self.is_s3 = isinstance(fs, pafs.S3FileSystem)
+
+    @classmethod
+    def open(cls, root: str) -> "Storage":
+        """Check the root can be used (reachable, bucket present) without writing anything."""
+        if root.startswith("s3://"):
+            return cls._open_s3(root)
+        if "://" in root:
+            raise StorageError(f"--root {root}: unsupported scheme; use a local folder or s3://bucket/prefix")
+        path = Path(root).expanduser().resolve()
+        if path.exists() and not path.is_dir():
+            raise StorageError(f"--root {root}: exists and is not a folder")
+        return cls(str(path), pafs.LocalFileSystem(), str(path))
+
+    @classmethod
+    def _open_s3(cls, root: str) -> "Storage":
+        parsed = urlparse(root)
+        bucket, prefix = parsed.netloc, parsed.path.strip("/")
+        if not bucket:
+            raise StorageError(f"--root {root}: no bucket name (expected s3://bucket/prefix)")
+        settings = S3Settings.from_env()
+        where = settings.endpoint or "the default AWS endpoint"
+        fs = settings.filesystem()
+        try:
+            info = fs.get_file_info(bucket)
+        except OSError as error:
+            reason = str(error).splitlines()[0]
+            raise StorageError(f"--root {root}: cannot reach S3 endpoint {where}: {reason}") from None
+        if info.type == pafs.FileType.NotFound:
+            raise StorageError(f"--root {root}: bucket '{bucket}' does not exist at {where}")
+        return cls(root.rstrip("/"), fs, f"{bucket}/{prefix}" if prefix else bucket)
+
+    # -- paths -------------------------------------------------------------------------------
+    def path(self, rel: str) -> str:
+        return f"{self.base}/{rel.strip('/')}" if rel else self.base
+
+    def uri(self, rel: str = "") -> str:
+        """A location to show a person (never holds credentials)."""
+        return f"{self.root}/{rel.strip('/')}" if rel else self.root
+
+    # -- plain files -------------------------------------------------------------------------
+    def exists(self, rel: str) -> bool:
+        return self._call(rel, lambda: self.fs.get_file_info(self.path(rel)).type != pafs.FileType.NotFound)
+
+    def list(self, rel: str) -> list[str]:
+        """Names directly under `rel` (empty when it does not exist)."""
+        selector = pafs.FileSelector(self.path(rel), allow_not_found=True)
+        infos = self._call(rel, lambda: self.fs.get_file_info(selector))
+        return sorted(info.base_name for info in infos)
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        self._ensure_parent(rel)
+        self._call(rel, lambda: self._write_atomic(rel, data))
+
+    def read_bytes(self, rel: str) -> bytes:
+        def read() -> bytes:
+            with self.fs.open_input_stream(self.path(rel)) as stream:
+                return bytes(stream.read())
+
+        return self._call(rel, read)
+
+    def write_json(self, rel: str, value: Any) -> None:
+        self.write_bytes(rel, json.dumps(value, indent=2, sort_keys=True, default=str).encode())
+
+    def read_json(self, rel: str) -> Any:
+        return json.loads(self.read_bytes(rel))
+
+    def delete_dir(self, rel: str) -> None:
+        if self.exists(rel):
+            self._call(rel, lambda: self.fs.delete_dir(self.path(rel)))
+
+    # -- parquet -----------------------------------------------------------------------------
+    def write_parquet(self, rel: str, table: pa.Table) -> None:
+        self._ensure_parent(rel)
+        self._call(rel, lambda: pq.write_table(table, self.path(rel), filesystem=self.fs, compression="zstd"))
+
+    def read_parquet(self, rel: str, schema: pa.Schema | None = None) -> pa.Table:
+        """All parquet files under `rel` (hive partitions become columns; `_`/`.` files skipped)."""
+        dataset = self._call(
+            rel,
+            lambda: pads.dataset(
+                self.path(rel), filesystem=self.fs, format="parquet", partitioning="hive", schema=schema
+            ),
+        )
+        return self._call(rel, dataset.to_table)
+
+    # -- staged datasets ---------------------------------------------------------------------
+    def is_committed(self, dataset: str) -> bool:
+        return self.exists(f"{dataset}/{MANIFEST}")
+
+    def manifest(self, dataset: str) -> dict[str, Any]:
+        if not self.is_committed(dataset):
+            raise StorageError(f"{self.uri(dataset)}: no committed dataset here")
+        manifest: dict[str, Any] = self.read_json(f"{dataset}/{MANIFEST}")
+        return manifest
+
+    def new_staging(self, dataset: str) -> str:
+        """A fresh staging folder for `dataset`; stale ones from crashed attempts are removed."""
+        self.delete_dir(f"{STAGING}/{dataset}")
+        return f"{STAGING}/{dataset}/{uuid.uuid4().hex}"
+
+    def discard_staging(self, dataset: str) -> None:
+        self.delete_dir(f"{STAGING}/{dataset}")
+        self._remove_empty_parents(f"{STAGING}/{dataset}")
+
+    def commit(self, staging: str, dataset: str, manifest: dict[str, Any]) -> None:
+        """Move staged files into `dataset`, then write its manifest: the commit point."""
+        if self.is_committed(dataset):
+            raise StorageError(f"{self.uri(dataset)}: already committed; refusing to overwrite")
+        self.delete_dir(dataset)  # files of an earlier attempt that crashed mid-commit
+        self._move_dir(staging, dataset)
+        self.write_json(f"{dataset}/{MANIFEST}", manifest)
+        self.discard_staging(dataset)
+
+    # -- internals ---------------------------------------------------------------------------
+    def _move_dir(self, source: str, target: str) -> None:
+        if not self.is_s3:
+            self._ensure_parent(target)
+            self._call(target, lambda: self.fs.move(self.path(source), self.path(target)))
+            return
+        # S3 has no rename: copy object by object (server side), then drop the source.
+        selector = pafs.FileSelector(self.path(source), recursive=True)
+        infos = self._call(source, lambda: self.fs.get_file_info(selector))
+        for info in infos:
+            if info.type == pafs.FileType.File:
+                destination = self.path(f"{target}/{info.path[len(self.path(source)) + 1 :]}")
+                self._call(target, partial(self.fs.copy_file, info.path, destination))
+        self.delete_dir(source)
+
+    def _remove_empty_parents(self, rel: str) -> None:
+        """Local folders left empty by a discarded staging area (S3 has no empty folders)."""
+        if self.is_s3:
+            return
+        parts = rel.strip("/").split("/")
+        for depth in range(len(parts) - 1, 0, -1):
+            folder = Path(self.path("/".join(parts[:depth])))
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
+    def _ensure_parent(self, rel: str) -> None:
+        if not self.is_s3:
+            parent = self.path(rel).rsplit("/", 1)[0]
+            self._call(rel, lambda: self.fs.create_dir(parent, recursive=True))
+
+    def _write_atomic(self, rel: str, data: bytes) -> None:
+        if self.is_s3:  # a PUT is atomic
+            with self.fs.open_output_stream(self.path(rel)) as stream:
+                stream.write(data)
+            return
+        temporary = f"{self.path(rel)}.tmp-{uuid.uuid4().hex}"
+        with self.fs.open_output_stream(temporary) as stream:
+            stream.write(data)
+        self.fs.move(temporary, self.path(rel))
+
+    def _call(self, rel: str, operation: Any) -> Any:
+        try:
+            return operation()
+        except OSError as error:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise StorageError(f"{self.uri(rel)}: {reason}") from error
