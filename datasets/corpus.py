@@ -61,8 +61,9 @@ def to_table(windows: list[Window], source_label: str) -> pa.Table:
     )
 
 
-def parts(table: pa.Table, rows_per_part: int = ROWS_PER_PART) -> list[tuple[str, pa.Table]]:
+def parts(table: pa.Table, rows_per_part: int | None = None) -> list[tuple[str, pa.Table]]:
     """The table cut into `part-NNNNN.parquet` files of at most `rows_per_part` rows."""
+    rows_per_part = rows_per_part or ROWS_PER_PART
     return [
         (f"part-{index:05d}.parquet", table.slice(offset, rows_per_part))
         for index, offset in enumerate(range(0, max(table.num_rows, 1), rows_per_part))

@@ -82,6 +82,8 @@ class Storage:
     def _open_s3(cls, root: str) -> "Storage":
         parsed = urlparse(root)
         bucket, prefix = parsed.netloc, parsed.path.strip("/")
+        if "@" in bucket:  # s3://key:secret@bucket: never echo it, never accept it
+            raise StorageError("--root: credentials in the root address are refused; use the AWS_* variables")
         if not bucket:
             raise StorageError(f"--root {root}: no bucket name (expected s3://bucket/prefix)")
         settings = S3Settings.from_env()
@@ -89,7 +91,7 @@ class Storage:
         fs = settings.filesystem()
         try:
             info = fs.get_file_info(bucket)
-        except OSError as error:
+        except (OSError, ValueError) as error:
             reason = str(error).splitlines()[0]
             raise StorageError(f"--root {root}: cannot reach S3 endpoint {where}: {reason}") from None
         if info.type == pafs.FileType.NotFound:
@@ -194,14 +196,15 @@ class Storage:
         self.delete_dir(source)
 
     def _remove_empty_parents(self, rel: str) -> None:
-        """Local folders left empty by a discarded staging area (S3 has no empty folders)."""
-        if self.is_s3:
-            return
+        """Remove folders left without files by a discarded staging area. (pyarrow keeps an S3
+        "folder" alive with a marker object when its last file goes: those are removed too.)"""
         parts = rel.strip("/").split("/")
         for depth in range(len(parts) - 1, 0, -1):
-            folder = Path(self.path("/".join(parts[:depth])))
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
+            folder = "/".join(parts[:depth])
+            selector = pafs.FileSelector(self.path(folder), recursive=True, allow_not_found=True)
+            infos = self._call(folder, lambda selector=selector: self.fs.get_file_info(selector))
+            if self.exists(folder) and not any(info.type == pafs.FileType.File for info in infos):
+                self._call(folder, partial(self.fs.delete_dir, self.path(folder)))
 
     def _ensure_parent(self, rel: str) -> None:
         if not self.is_s3:
