@@ -144,6 +144,8 @@ class Storage:
 
     def read_parquet(self, rel: str, schema: pa.Schema | None = None) -> pa.Table:
         """All parquet files under `rel` (hive partitions become columns; `_`/`.` files skipped)."""
+        if not self.exists(rel):
+            raise StorageError(f"{self.uri(rel)}: does not exist")
         dataset = self._call(
             rel,
             lambda: pads.dataset(
