@@ -117,6 +117,7 @@ def corpus_manifest(
             "hf_id": tokenizer.source.hf_id,
             "identity": tokenizer.identity,
             "vocab_size": tokenizer.vocab_size,
+            "fingerprint": tokenizer.fingerprint,
         },
         "window": window,
         "rows": table.num_rows,

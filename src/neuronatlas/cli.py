@@ -24,10 +24,11 @@ Root = Annotated[
 def _flows() -> Any:
     """Import Prefect (and the flows) only once the environment is set up."""
     configure_environment()
-    from neuronatlas.flows import ingest
+    import neuronatlas.flows.extract
+    import neuronatlas.flows.ingest
 
     quiet_user_errors()
-    return ingest
+    return neuronatlas.flows
 
 
 @app.command()
@@ -48,7 +49,7 @@ def ingest(
     encoding_errors: Annotated[
         str, typer.Option(help="strict: reject undecodable bytes; replace: use U+FFFD.")
     ] = "strict",
-) -> None:
+) -> str:
     """Tokenise a corpus source into fixed windows and commit it as a validated dataset."""
     configure_environment()
     from neuronatlas.adapters.sources import SourceSpec
@@ -56,7 +57,7 @@ def ingest(
 
     spec = SourceSpec(source, text_field, id_field, split, encoding_errors)  # type: ignore[arg-type]
     check_ingest_inputs(spec, root, tokenizer_of, window)
-    result = _flows().ingest_corpus(
+    result = _flows().ingest.ingest_corpus(
         source=source,
         root=root,
         tokenizer_of=tokenizer_of,
@@ -68,6 +69,52 @@ def ingest(
     )
     verb = "ingested" if result.created else "already ingested (nothing written)"
     typer.echo(f"{verb}: {result.corpus_id}: {result.rows:,} windows, {result.tokens:,} tokens at {result.uri}")
+    return str(result.corpus_id)
+
+
+@app.command()
+def extract(
+    root: Root = "./atlas",
+    model: Annotated[
+        str, typer.Option(help="Shipped model (smollm2-135m, gemma3-270m) or model folder.")
+    ] = "smollm2-135m",
+    corpus: Annotated[str | None, typer.Option(help="Corpus id (default: the only corpus under the root).")] = None,
+    layers: Annotated[str, typer.Option(help="all, 5, 0,5 or 3-7.")] = "all",
+    top_k: Annotated[int, typer.Option(help="Top (and bottom) excerpts kept per neuron.")] = 20,
+    random_k: Annotated[int, typer.Option(help="Random excerpts kept per neuron.")] = 15,
+    seed: Annotated[int, typer.Option(help="Seed of the random sample.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Excerpts per forward pass.")] = 32,
+    layers_per_shard: Annotated[int, typer.Option(help="Layers per pass over the corpus (0: all in one).")] = 0,
+    limit: Annotated[int | None, typer.Option(help="Use only this many excerpts (in sequence_id order).")] = None,
+) -> None:
+    """Record every MLP neuron's top, bottom and random excerpts and statistics, layer by layer."""
+    configure_environment()
+    from neuronatlas.flows.extract import check_extract_inputs
+
+    check_extract_inputs(root, model, corpus, layers, top_k, random_k, limit)
+    result = _flows().extract.extract_activations(
+        root=root,
+        model=model,
+        corpus=corpus,
+        layers=layers,
+        top_k=top_k,
+        random_k=random_k,
+        seed=seed,
+        device=device,
+        dtype=dtype,
+        batch_size=batch_size,
+        layers_per_shard=layers_per_shard,
+        limit=limit,
+    )
+    done = "extracted" if result.layers_extracted else "already extracted (nothing written)"
+    typer.echo(f"{done}: run {result.run_id}, layers {_layer_list(result.layers)}")
+    typer.echo(f"  records: {result.records_uri}\n  stats:   {result.stats_uri}\n  picture: {result.plot_uri}")
+
+
+def _layer_list(layers: list[int]) -> str:
+    return ",".join(map(str, layers)) if len(layers) <= 6 else f"{layers[0]}-{layers[-1]} ({len(layers)} layers)"
 
 
 @app.command()
@@ -86,14 +133,23 @@ def corpora(root: Root = "./atlas") -> None:
         )
 
 
+DEFAULT_RUN_EXCERPTS = 4096
+"""Excerpts the default run extracts from: all 30 layers in about 7 minutes on 2 CPU cores."""
+
+
 @app.command()
-def run(root: Root = "./atlas") -> None:
-    """Run the atlas on the embedded default. For now: ingestion of the default corpus."""
+def run(
+    root: Root = "./atlas",
+    limit: Annotated[int, typer.Option(help="Excerpts to extract from (0: the whole corpus).")] = DEFAULT_RUN_EXCERPTS,
+) -> None:
+    """Run the atlas on the embedded default. For now: ingestion, then extraction of every layer."""
     typer.echo(
-        "neuronatlas run: the later stages (extract, explain, score, publish) are not built yet; "
-        "running what exists: ingestion of the default corpus (wiki-vital-en, smollm2-135m, 64-token windows)."
+        "neuronatlas run: explanation, scoring and publishing are not built yet; running what exists: "
+        f"ingestion of wiki-vital-en, then activation extraction for every layer of smollm2-135m "
+        f"({'the whole corpus' if limit == 0 else f'{limit:,} excerpts'})."
     )
-    ingest(root=root)
+    corpus_id = ingest(root=root)
+    extract(root=root, corpus=corpus_id, limit=limit or None)
 
 
 @app.command("prepare-model")

