@@ -31,14 +31,14 @@ def records_frame(table: pa.Table, k: int, random_k: int) -> pd.DataFrame:
         .then(pl.col("split").is_in(list(RANDOM_SPLITS)))
         .otherwise(pl.col("split").is_in(list(TOP_SPLITS)))
     )
+    rows_of_kind = pl.len().over(["neuron", "kind"]).cast(pl.Int64)  # signed: counts are subtracted
     derived = frame.with_columns(
         n_values=pl.col("activations").list.len().cast(pl.Int64),
         list_max=pl.col("activations").list.max(),
         list_min=pl.col("activations").list.min(),
         n_not_finite=pl.col("activations").list.eval(~pl.element().is_finite()).list.sum().cast(pl.Int64),
-        rows_of_kind=pl.len().over(["neuron", "kind"]).cast(pl.Int64),
-        missing_top_rows=pl.when(pl.col("kind") == "top").then(k - pl.len().over(["neuron", "kind"])).otherwise(0),
-        excess_rows=(pl.len().over(["neuron", "kind"]) - wanted).cast(pl.Int64),
+        missing_top_rows=pl.when(pl.col("kind") == "top").then(k - rows_of_kind).otherwise(0),
+        excess_rows=rows_of_kind - wanted,
         rank_order_ok=rank_order_ok,
         split_ok=split_ok,
     ).drop("activations")

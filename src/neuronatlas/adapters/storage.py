@@ -9,6 +9,9 @@ place, and `_manifest.json` written last. A dataset folder without a manifest is
 (a crash mid-commit); readers refuse it and the next commit replaces it.
 """
 
+from __future__ import annotations
+
+import builtins
 import json
 import os
 import uuid
@@ -37,7 +40,7 @@ class S3Settings:
     region: str
 
     @classmethod
-    def from_env(cls) -> "S3Settings":
+    def from_env(cls) -> S3Settings:
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         return cls(endpoint=endpoint or None, region=region)
@@ -67,7 +70,7 @@ class Storage:
         self.is_s3 = isinstance(fs, pafs.S3FileSystem)
 
     @classmethod
-    def open(cls, root: str) -> "Storage":
+    def open(cls, root: str) -> Storage:
         """Check the root can be used (reachable, bucket present) without writing anything."""
         if root.startswith("s3://"):
             return cls._open_s3(root)
@@ -79,7 +82,7 @@ class Storage:
         return cls(str(path), pafs.LocalFileSystem(), str(path))
 
     @classmethod
-    def _open_s3(cls, root: str) -> "Storage":
+    def _open_s3(cls, root: str) -> Storage:
         parsed = urlparse(root)
         bucket, prefix = parsed.netloc, parsed.path.strip("/")
         if "@" in bucket:  # s3://key:secret@bucket: never echo it, never accept it
@@ -143,16 +146,36 @@ class Storage:
         self._call(rel, lambda: pq.write_table(table, self.path(rel), filesystem=self.fs, compression="zstd"))
 
     def read_parquet(self, rel: str, schema: pa.Schema | None = None) -> pa.Table:
-        """All parquet files under `rel` (hive partitions become columns; `_`/`.` files skipped)."""
-        if not self.exists(rel):
+        """Every `.parquet` file under `rel`, hive partitions (`key=value` folders) as columns;
+        names starting with `_` or `.` (manifests, staging) and other files (plots) are skipped."""
+        base = self.path(rel)
+        kind = self._call(rel, lambda: self.fs.get_file_info(base)).type
+        if kind == pafs.FileType.NotFound:
             raise StorageError(f"{self.uri(rel)}: does not exist")
+        files = [base] if kind == pafs.FileType.File else self._parquet_files(rel)
         dataset = self._call(
             rel,
             lambda: pads.dataset(
-                self.path(rel), filesystem=self.fs, format="parquet", partitioning="hive", schema=schema
+                sorted(files),
+                filesystem=self.fs,
+                format="parquet",
+                schema=schema,
+                partitioning=pads.HivePartitioning.discover(),
+                partition_base_dir=base,
             ),
         )
         return self._call(rel, dataset.to_table)
+
+    def _parquet_files(self, rel: str) -> builtins.list[str]:  # `list` is a method here
+        base = self.path(rel)
+        infos = self._call(rel, lambda: self.fs.get_file_info(pafs.FileSelector(base, recursive=True)))
+        return [
+            info.path
+            for info in infos
+            if info.type == pafs.FileType.File
+            and info.path.endswith(".parquet")
+            and not any(part.startswith(("_", ".")) for part in info.path[len(base) + 1 :].split("/"))
+        ]
 
     # -- staged datasets ---------------------------------------------------------------------
     def is_committed(self, dataset: str) -> bool:

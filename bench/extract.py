@@ -1,0 +1,578 @@
+"""Extraction throughput beside a bare forward pass, on the same batches, and peak memory vs corpus size.
+
+    .venv/bin/python bench/extract.py [--excerpts 256] [--rounds 3] [--rss-excerpts N] [--no-rss] [--no-breakdown]
+
+Excerpts: the default corpus source (`wiki-vital-en`) tokenised with the default model's tokenizer,
+cut into windows of 64 tokens (`build_windows`), ordered by sequence_id as `load_excerpts` orders a
+committed corpus, the first `--excerpts` of them. Model: `smollm2-135m`, fp32, on the CPU, all 30 layers.
+
+- bare forward: `model.model(input_ids=ids, use_cache=False)` under `torch.inference_mode`, no hooks,
+  in batches of 32 (the extraction's batches).
+- extraction: `extract()` over all layers (k=20, bottom_candidates=40, a random pool of 55, batch 32),
+  then per layer what the flow does before staging: `layer_tables` (layer_records, stats_table,
+  records_table) and both tables written as zstd parquet through `Storage` into a temp root. Not
+  counted: validation (the GE suites re-read the staged files), commits, manifests, the plot.
+- breakdown (once, after the rounds): a copy of `extract()`'s loop with a timer around each part
+  (forward with the capture hooks, scores, top / bottom merges, statistics, pool copy), then the
+  table and write steps one by one; its accumulators are checked equal to `extract()`'s.
+- peak RSS: the full extraction (all layers, tables, write) in a fresh child process for N and 4N
+  excerpts (N = --rss-excerpts, default --excerpts); each child reports its own peak RSS, and the
+  peak of the extraction phase alone (VmHWM reset after the model is loaded).
+
+The machine is noisy: bare and extraction alternate within each round (the order flips every
+round) and the median of each is reported; both count the same tokens (N x 64).
+Writes the numbers to bench/results/extract.json.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results" / "extract.json"
+SOURCE = "wiki-vital-en"
+MODEL = "smollm2-135m"
+WINDOW = 64
+TOP_K = 20
+RANDOM_K = 15
+BOTTOM_CANDIDATES = 2 * TOP_K  # as extract_shard calls it
+POOL_SIZE = RANDOM_K + 2 * TOP_K  # as the flow sizes the random pool: 55
+BATCH_SIZE = 32
+SEED = 0
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--excerpts", type=int, default=256, help="excerpts (windows of 64) per pass (default 256)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of both measures (default 3)")
+    parser.add_argument("--rss-excerpts", type=int, default=None, help="N of the N / 4N memory runs")
+    parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS child processes")
+    parser.add_argument("--no-breakdown", action="store_true", help="skip the instrumented pass")
+    parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
+    parser.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--ids-file", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rounds < 1 or args.excerpts < TOP_K:
+        parser.error(f"--rounds must be at least 1 and --excerpts at least {TOP_K}")
+    if args.rss_excerpts is None:
+        args.rss_excerpts = args.excerpts
+    return args
+
+
+def set_up_environment() -> None:
+    """Offline and quiet, before any heavy import."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from neuronatlas.runtime import configure_environment
+
+    configure_environment()
+
+
+# -- inputs ------------------------------------------------------------------------------------
+
+
+def corpus_windows(limit: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(N, 64) token ids and (N,) sequence ids: the first `limit` windows by sequence_id; and all windows."""
+    from neuronatlas.adapters.models import open_tokenizer
+    from neuronatlas.adapters.sources import SourceSpec, read_source
+    from neuronatlas.core.corpus import build_windows
+
+    loaded = read_source(SourceSpec(SOURCE))
+    tokenizer = open_tokenizer(MODEL)
+    windows, _ = build_windows(loaded.documents, tokenizer.encode, tokenizer.token_strings, WINDOW)
+    if len(windows) < limit:
+        raise SystemExit(f"{SOURCE}: only {len(windows)} windows of {WINDOW}, {limit} asked")
+    chosen = sorted(windows, key=lambda w: w.sequence_id)[:limit]
+    token_ids = np.array([w.token_ids for w in chosen], dtype=np.int64)
+    return token_ids, np.array([w.sequence_id for w in chosen], dtype=np.int64), len(windows)
+
+
+def load_subject() -> Any:
+    import torch
+
+    from neuronatlas.adapters.models import load_model, resolve_model
+
+    return load_model(resolve_model(MODEL)).to(device="cpu", dtype=torch.float32).eval()
+
+
+def make_pool(n_excerpts: int) -> np.ndarray:
+    from neuronatlas.core.records import random_pool
+
+    return random_pool(n_excerpts, POOL_SIZE, np.random.default_rng(SEED))
+
+
+# -- the measures ------------------------------------------------------------------------------
+
+
+def bare_forward(model: Any, token_ids: np.ndarray) -> float:
+    """Seconds of the model body over every batch, no hooks."""
+    import torch
+
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, len(token_ids), BATCH_SIZE):
+            ids = torch.as_tensor(token_ids[start : start + BATCH_SIZE], dtype=torch.long)
+            model.model(input_ids=ids, use_cache=False)
+    return time.perf_counter() - started
+
+
+def extraction(
+    model: Any, token_ids: np.ndarray, sequence_ids: np.ndarray, root: Path
+) -> tuple[dict[str, float], str, dict[str, int]]:
+    """extract() over all layers, then each layer's tables and their parquet files, as the flow
+    does (less validation and commit). Seconds per phase, a fingerprint of the accumulators, sizes."""
+    from neuronatlas.adapters.extraction import extract, mlp_layout
+    from neuronatlas.adapters.storage import Storage
+    from neuronatlas.tasks.extract import Excerpts, layer_tables
+
+    layers = list(range(mlp_layout(model).n_layers))
+    excerpts = Excerpts(token_ids, sequence_ids)
+    pool = make_pool(len(token_ids))
+    storage = Storage.open(str(root))
+    marks = {"extract": 0.0, "tables": 0.0, "write": 0.0}
+    started = time.perf_counter()
+    state = extract(
+        model,
+        token_ids,
+        layers,
+        k=TOP_K,
+        bottom_candidates=BOTTOM_CANDIDATES,
+        pool=pool,
+        batch_size=BATCH_SIZE,
+        device="cpu",
+    )
+    marks["extract"] = time.perf_counter() - started
+    fingerprint = accumulators_fingerprint(state)
+    sizes = {"records_rows": 0, "parquet_bytes": 0}
+    for layer in layers:
+        started = time.perf_counter()
+        records, stats = layer_tables(state.pop(layer), pool, excerpts, TOP_K, RANDOM_K)
+        marks["tables"] += time.perf_counter() - started
+        started = time.perf_counter()
+        storage.write_parquet(f"activations/layer={layer}/part-00000.parquet", records)
+        storage.write_parquet(f"neuron_stats/layer={layer}/part-00000.parquet", stats)
+        marks["write"] += time.perf_counter() - started
+        sizes["records_rows"] += records.num_rows
+    sizes["parquet_bytes"] = sum(f.stat().st_size for f in root.rglob("*.parquet"))
+    marks["total"] = marks["extract"] + marks["tables"] + marks["write"]
+    return marks, fingerprint, sizes
+
+
+def accumulators_fingerprint(state: dict[int, Any]) -> str:
+    """sha256 over every layer's kept excerpt indices (top, bottom) and token count."""
+    digest = hashlib.sha256()
+    for layer in sorted(state):
+        accumulator = state[layer]
+        digest.update(accumulator.top.indices.numpy().tobytes())
+        digest.update(accumulator.bottom.indices.numpy().tobytes())
+        digest.update(str(accumulator.stats.count).encode())
+    return digest.hexdigest()[:16]
+
+
+class PhaseTimer:
+    """Seconds summed per named phase."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+
+def instrumented_extraction(
+    model: Any, token_ids: np.ndarray, sequence_ids: np.ndarray, root: Path
+) -> tuple[dict[str, float], str]:
+    """extract()'s loop, copied line for line, with a timer around each part; then the steps of
+    layer_tables and the writes one by one. Seconds per part, and the accumulators' fingerprint."""
+    timer = PhaseTimer()
+    pool = make_pool(len(token_ids))
+    state = timed_extract(model, token_ids, pool, timer)
+    fingerprint = accumulators_fingerprint(state)
+    timed_tables(state, pool, sequence_ids, root, timer)
+    return timer.seconds, fingerprint
+
+
+def timed_extract(model: Any, token_ids: np.ndarray, pool: np.ndarray, timer: PhaseTimer) -> dict[int, Any]:
+    """The body of `extract()` (all layers, CPU), each part under its own timer."""
+    import torch
+
+    from neuronatlas.adapters.extraction import LayerAccumulator, _captured, _StopForwardError, mlp_layout
+    from neuronatlas.core.stats import RunningStats
+    from neuronatlas.core.topk import RunningTopK
+
+    layout = mlp_layout(model)
+    layers = list(range(layout.n_layers))
+    n_excerpts, window = token_ids.shape
+    with timer("allocate accumulators"):
+        pool_slot = np.full(n_excerpts, -1)
+        pool_slot[pool] = np.arange(len(pool))
+        state = {
+            layer: LayerAccumulator(
+                top=RunningTopK(layout.d_mlp, TOP_K, window, largest=True),
+                bottom=RunningTopK(layout.d_mlp, BOTTOM_CANDIDATES, window, largest=False),
+                pool_activations=torch.zeros((len(pool), window, layout.d_mlp)),
+                stats=RunningStats(layout.d_mlp),
+            )
+            for layer in layers
+        }
+    with torch.inference_mode(), _captured(layout, layers) as captured:
+        for start in range(0, n_excerpts, BATCH_SIZE):
+            with timer("forward with capture hooks"):
+                ids = torch.as_tensor(token_ids[start : start + BATCH_SIZE], dtype=torch.long)
+                with suppress(_StopForwardError):
+                    layout.body(input_ids=ids, use_cache=False)
+            excerpts = torch.arange(start, start + ids.shape[0])
+            slots = torch.as_tensor(pool_slot[start : start + ids.shape[0]])
+            in_pool = slots >= 0
+            for layer in layers:
+                acts = captured.pop(layer).float()
+                accumulator = state[layer]
+                with timer("scores (amax, amin over tokens)"):
+                    top_scores, bottom_scores = acts.amax(dim=1), acts.amin(dim=1)
+                with timer("top-K merge (K=20)"):
+                    accumulator.top.update(top_scores, acts, excerpts)
+                with timer("bottom merge (C=40)"):
+                    accumulator.bottom.update(bottom_scores, acts, excerpts)
+                with timer("statistics (float64)"):
+                    accumulator.stats.update(acts)
+                with timer("random pool copy"):
+                    if in_pool.any():
+                        accumulator.pool_activations[slots[in_pool]] = acts[in_pool]
+    return state
+
+
+def timed_tables(
+    state: dict[int, Any], pool: np.ndarray, sequence_ids: np.ndarray, root: Path, timer: PhaseTimer
+) -> None:
+    """`layer_tables`' steps and the two writes of each layer, each under its own timer."""
+    from neuronatlas.adapters.storage import Storage
+    from neuronatlas.core.records import layer_records
+    from neuronatlas.datasets import activations as contract
+
+    storage = Storage.open(str(root))
+    for layer in sorted(state):
+        accumulator = state.pop(layer)
+        with timer("layer_records"):
+            records = layer_records(
+                accumulator.top.indices,
+                accumulator.top.activations,
+                accumulator.bottom.indices,
+                accumulator.bottom.activations,
+                pool,
+                accumulator.pool_activations,
+                TOP_K,
+                RANDOM_K,
+            )
+        with timer("stats_table"):
+            stats = contract.stats_table(accumulator.stats.result(), records, TOP_K, RANDOM_K)
+        with timer("records_table (incl. sort)"):
+            table = contract.records_table(records, sequence_ids)
+        with timer("write records parquet"):
+            storage.write_parquet(f"activations/layer={layer}/part-00000.parquet", table)
+        with timer("write stats parquet"):
+            storage.write_parquet(f"neuron_stats/layer={layer}/part-00000.parquet", stats)
+
+
+# -- peak memory in a fresh process ------------------------------------------------------------
+
+
+def rss_now_mb() -> dict[str, float]:
+    """VmRSS and VmHWM of this process, MiB (Linux)."""
+    values: dict[str, float] = {}
+    with suppress(OSError), open("/proc/self/status") as status:
+        for line in status:
+            name, _, rest = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                values[name] = int(rest.split()[0]) / 1024
+    return values
+
+
+def ru_maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def rss_child(n_excerpts: int, ids_file: Path) -> None:
+    """Load the model and N excerpts, reset the peak, run the full extraction; print JSON."""
+    import torch
+
+    model = load_subject()
+    loaded = np.load(ids_file)
+    token_ids, sequence_ids = loaded["token_ids"][:n_excerpts], loaded["sequence_ids"][:n_excerpts]
+    after_load = {**rss_now_mb(), "ru_maxrss": ru_maxrss_mb()}
+    peak_reset = False
+    with suppress(OSError), open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # resets VmHWM (the peak RSS) to the current RSS
+        peak_reset = True
+    root = Path(tempfile.mkdtemp(prefix="bench-extract-rss-"))
+    try:
+        started = time.perf_counter()
+        marks, fingerprint, sizes = extraction(model, token_ids, sequence_ids, root)
+        seconds = time.perf_counter() - started
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    after = {**rss_now_mb(), "ru_maxrss": ru_maxrss_mb()}
+    report = {
+        "excerpts": n_excerpts,
+        "tokens": int(token_ids.size),
+        "seconds": seconds,
+        "phases_s": marks,
+        "rss_after_load_mb": after_load.get("VmRSS"),
+        "peak_during_load_mb": after_load["ru_maxrss"],
+        "peak_reset_after_load": peak_reset,
+        "peak_extraction_phase_mb": after.get("VmHWM") if peak_reset else None,
+        "peak_process_mb": after["ru_maxrss"],
+        "rss_at_end_mb": after.get("VmRSS"),
+        "threads": torch.get_num_threads(),
+        "fingerprint": fingerprint,
+        **sizes,
+    }
+    print("RSS-CHILD " + json.dumps(report), flush=True)
+
+
+def run_rss_child(n_excerpts: int, ids_file: Path) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--rss-child", str(n_excerpts), "--ids-file", str(ids_file)]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RSS-CHILD ")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"rss child {n_excerpts} failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    report: dict[str, Any] = json.loads(lines[-1].removeprefix("RSS-CHILD "))
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # max over children so far
+    return {**report, "wall_s": wall, "rusage_children_max_so_far_mb": children}
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def rate(tokens: int, seconds: float) -> float:
+    return tokens / seconds
+
+
+def main() -> None:
+    args = parse_args()
+    set_up_environment()
+    if args.rss_child is not None:
+        if args.ids_file is None:
+            raise SystemExit("--rss-child needs --ids-file")
+        rss_child(args.rss_child, args.ids_file)
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="bench-extract-"))
+    try:
+        run(args, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def interleaved_rounds(
+    args: argparse.Namespace, model: Any, token_ids: np.ndarray, sequence_ids: np.ndarray, scratch: Path
+) -> tuple[list[float], list[dict[str, float]], set[str], dict[str, int]]:
+    """Bare and extraction alternately, the order flipped every round; their seconds."""
+    tokens = int(token_ids.size)
+    bare_runs: list[float] = []
+    extraction_runs: list[dict[str, float]] = []
+    fingerprints: set[str] = set()
+    sizes: dict[str, int] = {}
+    for index in range(args.rounds):
+        order = ["bare", "extraction"] if index % 2 == 0 else ["extraction", "bare"]
+        for which in order:
+            if which == "bare":
+                bare_runs.append(bare_forward(model, token_ids))
+            else:
+                root = scratch / f"round-{index}"
+                marks, fingerprint, sizes = extraction(model, token_ids, sequence_ids, root)
+                shutil.rmtree(root, ignore_errors=True)
+                extraction_runs.append(marks)
+                fingerprints.add(fingerprint)
+        last = extraction_runs[-1]
+        print(
+            f"round {index + 1}/{args.rounds} ({' then '.join(order)}): bare {rate(tokens, bare_runs[-1]):,.0f} tok/s"
+            f" | extraction {rate(tokens, last['total']):,.0f} tok/s (extract {last['extract']:.1f} s, "
+            f"tables {last['tables']:.1f} s, write {last['write']:.1f} s) | paired ratio "
+            f"{bare_runs[-1] / last['total']:.3f}",
+            flush=True,
+        )
+    if len(fingerprints) != 1:
+        raise RuntimeError(f"extraction rounds disagree: {sorted(fingerprints)}")
+    return bare_runs, extraction_runs, fingerprints, sizes
+
+
+def peak_rss(n_excerpts: int, all_ids: np.ndarray, all_sequence_ids: np.ndarray, scratch: Path) -> dict[str, Any]:
+    """The full extraction of N, then 4N excerpts, each in a fresh child; their peak RSS."""
+    ids_file = scratch / "ids.npz"
+    np.savez(ids_file, token_ids=all_ids, sequence_ids=all_sequence_ids)
+    runs = []
+    for n in (n_excerpts, 4 * n_excerpts):
+        print(f"peak RSS: fresh child, full extraction of {n} excerpts...", flush=True)
+        runs.append(run_rss_child(n, ids_file))
+    small, large = runs
+    return {
+        "runs": runs,
+        "ratio_peak_process_4n_to_n": large["peak_process_mb"] / small["peak_process_mb"],
+        "ratio_peak_extraction_phase_4n_to_n": (
+            large["peak_extraction_phase_mb"] / small["peak_extraction_phase_mb"]
+            if small["peak_extraction_phase_mb"]
+            else None
+        ),
+        "target_ratio_max": 1.1,
+    }
+
+
+def run(args: argparse.Namespace, scratch: Path) -> None:
+    import torch
+
+    from neuronatlas.adapters.extraction import mlp_layout
+
+    started = time.perf_counter()
+    wanted = max(args.excerpts, 4 * args.rss_excerpts if not args.no_rss else 0)
+    all_ids, all_sequence_ids, n_windows = corpus_windows(wanted)
+    token_ids, sequence_ids = all_ids[: args.excerpts], all_sequence_ids[: args.excerpts]
+    model = load_subject()
+    layout = mlp_layout(model)
+    tokens = int(token_ids.size)
+    print(
+        f"{SOURCE}: {n_windows:,} windows of {WINDOW}; first {args.excerpts} by sequence_id = {tokens:,} tokens | "
+        f"{MODEL} fp32 cpu, {layout.n_layers} layers x {layout.d_mlp} neurons | torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads | k={TOP_K} bottom={BOTTOM_CANDIDATES} pool={POOL_SIZE} "
+        f"batch={BATCH_SIZE} | set-up {time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
+
+    # Warm-up, not timed: first batches of each (allocator, kernels, imports of the table code).
+    started = time.perf_counter()
+    warm = min(len(token_ids), 2 * BATCH_SIZE)
+    bare_forward(model, token_ids[:warm])
+    extraction(model, token_ids[:warm], sequence_ids[:warm], scratch / "warm-up")
+    print(f"warm-up ({warm} excerpts each): {time.perf_counter() - started:.1f} s", flush=True)
+
+    bare_runs, extraction_runs, fingerprints, sizes = interleaved_rounds(args, model, token_ids, sequence_ids, scratch)
+
+    bare_s = statistics.median(bare_runs)
+    phases = {name: statistics.median(run[name] for run in extraction_runs) for name in extraction_runs[0]}
+    extraction_s = phases["total"]
+    results: dict[str, Any] = {
+        "source": SOURCE,
+        "model": MODEL,
+        "dtype": "float32",
+        "device": "cpu",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "layers": layout.n_layers,
+        "d_mlp": layout.d_mlp,
+        "window": WINDOW,
+        "excerpts": args.excerpts,
+        "tokens": tokens,
+        "parameters": {
+            "k": TOP_K,
+            "bottom_candidates": BOTTOM_CANDIDATES,
+            "random_k": RANDOM_K,
+            "pool": POOL_SIZE,
+            "batch_size": BATCH_SIZE,
+            "seed": SEED,
+        },
+        "rounds": args.rounds,
+        "bare_forward": {"median_s": bare_s, "tokens_per_s": rate(tokens, bare_s), "runs_s": bare_runs},
+        "extraction": {
+            "median_s": extraction_s,
+            "tokens_per_s": rate(tokens, extraction_s),
+            "runs": extraction_runs,
+            "median_phases_s": phases,
+            **sizes,
+        },
+        "ratio_extraction_to_bare": bare_s / extraction_s,
+        "ratio_extract_only_to_bare": bare_s / phases["extract"],
+        "paired_ratios": [b / e["total"] for b, e in zip(bare_runs, extraction_runs, strict=True)],
+        "target_ratio": 0.9,
+    }
+
+    breakdown: dict[str, float] | None = None
+    if not args.no_breakdown:
+        print("instrumented pass (extract's loop with timers, then tables and writes step by step)...", flush=True)
+        started = time.perf_counter()
+        breakdown, fingerprint = instrumented_extraction(model, token_ids, sequence_ids, scratch / "breakdown")
+        total = time.perf_counter() - started
+        if fingerprint not in fingerprints:
+            raise RuntimeError("the instrumented copy of extract() kept other excerpts than extract()")
+        results["breakdown"] = {"total_s": total, "parts_s": breakdown}
+
+    rss: list[dict[str, Any]] = []
+    if not args.no_rss:
+        results["peak_rss"] = peak_rss(args.rss_excerpts, all_ids, all_sequence_ids, scratch)
+        rss = results["peak_rss"]["runs"]
+
+    results["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+    results["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    print_summary(results, breakdown, rss)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.output}")
+
+
+def print_summary(results: dict[str, Any], breakdown: dict[str, float] | None, rss: list[dict[str, Any]]) -> None:
+    tokens, bare_s = results["tokens"], results["bare_forward"]["median_s"]
+    phases = results["extraction"]["median_phases_s"]
+
+    def row(name: str, seconds: float) -> str:
+        return f"  {name:<34} {seconds:>8.2f} s {rate(tokens, seconds):>9,.0f} tok/s {bare_s / seconds:>7.3f}"
+
+    print()
+    print(
+        f"median of {results['rounds']} interleaved rounds, {tokens:,} tokens, {results['layers']} layers, "
+        f"torch {results['torch']} {results['threads']} threads fp32 cpu:"
+    )
+    print(f"  {'':<34} {'time':>10} {'rate':>15} {'bare/x':>7}")
+    print(row("bare forward (no hooks)", bare_s))
+    print(row("extraction: extract + tables + write", phases["total"]))
+    print(row("  extract() only", phases["extract"]))
+    print(f"  {'  tables (layer_tables)':<34} {phases['tables']:>8.2f} s")
+    print(f"  {'  write (2 parquet x layer)':<34} {phases['write']:>8.2f} s")
+    ratio = results["ratio_extraction_to_bare"]
+    verdict = "meets" if ratio >= results["target_ratio"] else "BELOW"
+    print(f"  ratio extraction / bare = {ratio:.3f} ({verdict} the 0.9 target)")
+    if breakdown is not None:
+        total = sum(breakdown.values())
+        forward = breakdown["forward with capture hooks"]
+        print()
+        print(f"instrumented pass, {total:.2f} s in all (forward with hooks vs bare median: {forward / bare_s:.3f}):")
+        for name, seconds in breakdown.items():
+            print(f"  {name:<34} {seconds:>8.2f} s {100 * seconds / total:>5.1f} %")
+    if rss:
+        small, large = rss
+        print()
+        print("peak RSS of a fresh process running the full extraction (MiB):")
+        print(f"  {'excerpts':>8} {'after load':>11} {'load peak':>10} {'extraction peak':>16} {'process peak':>13}")
+        for run in rss:
+            print(
+                f"  {run['excerpts']:>8} {run['rss_after_load_mb']:>11.0f} {run['peak_during_load_mb']:>10.0f} "
+                f"{run['peak_extraction_phase_mb'] or float('nan'):>16.0f} {run['peak_process_mb']:>13.0f}"
+            )
+        peak = results["peak_rss"]
+        print(
+            f"  4N / N: process peak {peak['ratio_peak_process_4n_to_n']:.3f}, extraction-phase peak "
+            f"{peak['ratio_peak_extraction_phase_4n_to_n'] or float('nan'):.3f} (target <= 1.10); growth above the "
+            f"loaded model: {small['peak_extraction_phase_mb'] - small['rss_after_load_mb']:.0f} -> "
+            f"{large['peak_extraction_phase_mb'] - large['rss_after_load_mb']:.0f} MiB"
+        )
+
+
+if __name__ == "__main__":
+    main()
