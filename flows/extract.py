@@ -55,9 +55,19 @@ class ExtractResult:
 
 
 def check_extract_inputs(
-    root: str, model: str, corpus: str | None, layers: str, top_k: int, random_k: int, limit: int | None
+    root: str,
+    model: str,
+    corpus: str | None,
+    layers: str,
+    top_k: int,
+    random_k: int,
+    limit: int | None,
+    device: str = "auto",
+    dtype: str = "auto",
 ) -> ExtractPlan:
-    """Model, corpus, tokenizer, layers and K, checked in seconds, before the model is loaded."""
+    """Model, corpus, tokenizer, layers, K, device and dtype, checked in seconds, before the model
+    is loaded (and, from the CLI, before Prefect starts)."""
+    pick_dtype(dtype, pick_device(device))
     if top_k < 1 or random_k < 0:
         raise InputError(f"--top-k {top_k} / --random-k {random_k}: need top-k >= 1 and random-k >= 0")
     if limit is not None and limit < 1:
@@ -127,7 +137,7 @@ def extract_activations(
 ) -> ExtractResult:
     """Extract top / bottom / random records and statistics of every MLP neuron of `layers`."""
     logger = get_run_logger()
-    plan = check_extract_inputs(root, model, corpus, layers, top_k, random_k, limit)
+    plan = check_extract_inputs(root, model, corpus, layers, top_k, random_k, limit, device, dtype)
     device = pick_device(device)
     torch_dtype = pick_dtype(dtype, device)
     dtype_name = str(torch_dtype).removeprefix("torch.")

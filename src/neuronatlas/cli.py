@@ -93,7 +93,7 @@ def extract(
     configure_environment()
     from neuronatlas.flows.extract import check_extract_inputs
 
-    check_extract_inputs(root, model, corpus, layers, top_k, random_k, limit)
+    check_extract_inputs(root, model, corpus, layers, top_k, random_k, limit, device, dtype)
     result = _flows().extract.extract_activations(
         root=root,
         model=model,
