@@ -12,9 +12,11 @@ committed corpus, the first `--excerpts` of them. Model: `smollm2-135m`, fp32, o
   then per layer what the flow does before staging: `layer_tables` (layer_records, stats_table,
   records_table) and both tables written as zstd parquet through `Storage` into a temp root. Not
   counted: validation (the GE suites re-read the staged files), commits, manifests, the plot.
-- breakdown (once, after the rounds): a copy of `extract()`'s loop with a timer around each part
-  (forward with the capture hooks, scores, top / bottom merges, statistics, pool copy), then the
-  table and write steps one by one; its accumulators are checked equal to `extract()`'s.
+- breakdown (once, after the rounds): the same extraction with timers wrapped, in this process only,
+  around the library's own parts: the model body's forward (capture hooks included),
+  `RunningTopK.update` (top, bottom), `RunningStats.update`, `layer_records`, `stats_table`,
+  `records_table`; what no wrapper covers is reported as "other". Per batch, the forward and the
+  merges (forward end to `on_batch`). Its accumulators are checked equal to the rounds'.
 - peak RSS: the full extraction (all layers, tables, write) in a fresh child process for N and 4N
   excerpts (N = --rss-excerpts, default --excerpts); each child reports its own peak RSS, and the
   peak of the extraction phase alone (VmHWM reset after the model is loaded).
@@ -25,6 +27,7 @@ Writes the numbers to bench/results/extract.json.
 """
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -36,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -101,6 +104,24 @@ def corpus_windows(limit: int) -> tuple[np.ndarray, np.ndarray, int]:
     return token_ids, np.array([w.sequence_id for w in chosen], dtype=np.int64), len(windows)
 
 
+def library_version() -> dict[str, str]:
+    """The code measured: `code_version()` and a digest of each source file the extraction runs."""
+    import neuronatlas
+    from neuronatlas.version import code_version
+
+    package = Path(neuronatlas.__file__).parent
+    files = [
+        "adapters/extraction.py",
+        "core/topk.py",
+        "core/stats.py",
+        "core/records.py",
+        "datasets/activations.py",
+        "tasks/extract.py",
+    ]
+    digests = {name: hashlib.sha256((package / name).read_bytes()).hexdigest()[:12] for name in files}
+    return {"code_version": code_version(), **digests}
+
+
 def load_subject() -> Any:
     import torch
 
@@ -131,7 +152,12 @@ def bare_forward(model: Any, token_ids: np.ndarray) -> float:
 
 
 def extraction(
-    model: Any, token_ids: np.ndarray, sequence_ids: np.ndarray, root: Path
+    model: Any,
+    token_ids: np.ndarray,
+    sequence_ids: np.ndarray,
+    root: Path,
+    on_batch: Callable[[int, int], None] | None = None,
+    after_extract: Callable[[], None] | None = None,
 ) -> tuple[dict[str, float], str, dict[str, int]]:
     """extract() over all layers, then each layer's tables and their parquet files, as the flow
     does (less validation and commit). Seconds per phase, a fingerprint of the accumulators, sizes."""
@@ -154,8 +180,11 @@ def extraction(
         pool=pool,
         batch_size=BATCH_SIZE,
         device="cpu",
+        on_batch=on_batch,
     )
     marks["extract"] = time.perf_counter() - started
+    if after_extract is not None:
+        after_extract()
     fingerprint = accumulators_fingerprint(state)
     sizes = {"records_rows": 0, "parquet_bytes": 0}
     for layer in layers:
@@ -184,10 +213,13 @@ def accumulators_fingerprint(state: dict[int, Any]) -> str:
 
 
 class PhaseTimer:
-    """Seconds summed per named phase."""
+    """Seconds summed per named phase, and per-batch marks."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.forward_ends: list[float] = []
+        self.per_batch: dict[str, list[float]] = {"forward": [], "merge": []}
+        """Seconds of each batch's forward pass, and from its end to `on_batch` (the merges)."""
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
@@ -197,99 +229,93 @@ class PhaseTimer:
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
 
+    def timed(self, function: Callable[..., Any], name: str) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with self(name):
+                return function(*args, **kwargs)
+
+        return wrapper
+
+    def timed_forward(self, forward: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(forward)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return forward(*args, **kwargs)
+            finally:  # the capture hooks end it with _StopForwardError
+                ended = time.perf_counter()
+                self.seconds[FORWARD] = self.seconds.get(FORWARD, 0.0) + ended - started
+                self.per_batch["forward"].append(ended - started)
+                self.forward_ends.append(ended)
+
+        return wrapper
+
+    def on_batch(self, _excerpts: int, _tokens: int) -> None:
+        self.per_batch["merge"].append(time.perf_counter() - self.forward_ends[-1])
+
+
+FORWARD = "forward with capture hooks"
+
+
+@contextmanager
+def instrumented(model: Any) -> Iterator[PhaseTimer]:
+    """Timers around the library's own parts while `extraction()` runs them: the model body's
+    forward (the capture hooks included), `RunningTopK.update` (top / bottom), `RunningStats.update`,
+    and `layer_tables`' steps. Wrapped in place, never copied, so the breakdown follows the library."""
+    from neuronatlas.adapters.extraction import mlp_layout
+    from neuronatlas.core.stats import RunningStats
+    from neuronatlas.core.topk import RunningTopK
+    from neuronatlas.datasets import activations as contract
+    from neuronatlas.tasks import extract as tasks
+
+    timer = PhaseTimer()
+    body = mlp_layout(model).body
+    topk_update = RunningTopK.update
+
+    def timed_topk_update(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with timer(f"top merge (K={self.k})" if self.largest else f"bottom merge (C={self.k})"):
+            return topk_update(self, *args, **kwargs)
+
+    patches: list[tuple[Any, str, Any]] = [
+        (RunningTopK, "update", timed_topk_update),
+        (RunningStats, "update", timer.timed(RunningStats.update, "statistics")),
+        (tasks, "layer_records", timer.timed(tasks.layer_records, "layer_records")),
+        (contract, "stats_table", timer.timed(contract.stats_table, "stats_table")),
+        (contract, "records_table", timer.timed(contract.records_table, "records_table (incl. sort)")),
+    ]
+    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
+    body.forward = timer.timed_forward(body.forward)
+    try:
+        for owner, name, wrapper in patches:
+            setattr(owner, name, wrapper)
+        yield timer
+    finally:
+        del body.forward  # the instance attribute; the class's forward shows through again
+        for owner, name, original in originals:
+            setattr(owner, name, original)
+
 
 def instrumented_extraction(
     model: Any, token_ids: np.ndarray, sequence_ids: np.ndarray, root: Path
-) -> tuple[dict[str, float], str]:
-    """extract()'s loop, copied line for line, with a timer around each part; then the steps of
-    layer_tables and the writes one by one. Seconds per part, and the accumulators' fingerprint."""
-    timer = PhaseTimer()
-    pool = make_pool(len(token_ids))
-    state = timed_extract(model, token_ids, pool, timer)
-    fingerprint = accumulators_fingerprint(state)
-    timed_tables(state, pool, sequence_ids, root, timer)
-    return timer.seconds, fingerprint
-
-
-def timed_extract(model: Any, token_ids: np.ndarray, pool: np.ndarray, timer: PhaseTimer) -> dict[int, Any]:
-    """The body of `extract()` (all layers, CPU), each part under its own timer."""
-    import torch
-
-    from neuronatlas.adapters.extraction import LayerAccumulator, _captured, _StopForwardError, mlp_layout
-    from neuronatlas.core.stats import RunningStats
-    from neuronatlas.core.topk import RunningTopK
-
-    layout = mlp_layout(model)
-    layers = list(range(layout.n_layers))
-    n_excerpts, window = token_ids.shape
-    with timer("allocate accumulators"):
-        pool_slot = np.full(n_excerpts, -1)
-        pool_slot[pool] = np.arange(len(pool))
-        state = {
-            layer: LayerAccumulator(
-                top=RunningTopK(layout.d_mlp, TOP_K, window, largest=True),
-                bottom=RunningTopK(layout.d_mlp, BOTTOM_CANDIDATES, window, largest=False),
-                pool_activations=torch.zeros((len(pool), window, layout.d_mlp)),
-                stats=RunningStats(layout.d_mlp),
-            )
-            for layer in layers
-        }
-    with torch.inference_mode(), _captured(layout, layers) as captured:
-        for start in range(0, n_excerpts, BATCH_SIZE):
-            with timer("forward with capture hooks"):
-                ids = torch.as_tensor(token_ids[start : start + BATCH_SIZE], dtype=torch.long)
-                with suppress(_StopForwardError):
-                    layout.body(input_ids=ids, use_cache=False)
-            excerpts = torch.arange(start, start + ids.shape[0])
-            slots = torch.as_tensor(pool_slot[start : start + ids.shape[0]])
-            in_pool = slots >= 0
-            for layer in layers:
-                acts = captured.pop(layer).float()
-                accumulator = state[layer]
-                with timer("scores (amax, amin over tokens)"):
-                    top_scores, bottom_scores = acts.amax(dim=1), acts.amin(dim=1)
-                with timer("top-K merge (K=20)"):
-                    accumulator.top.update(top_scores, acts, excerpts)
-                with timer("bottom merge (C=40)"):
-                    accumulator.bottom.update(bottom_scores, acts, excerpts)
-                with timer("statistics (float64)"):
-                    accumulator.stats.update(acts)
-                with timer("random pool copy"):
-                    if in_pool.any():
-                        accumulator.pool_activations[slots[in_pool]] = acts[in_pool]
-    return state
-
-
-def timed_tables(
-    state: dict[int, Any], pool: np.ndarray, sequence_ids: np.ndarray, root: Path, timer: PhaseTimer
-) -> None:
-    """`layer_tables`' steps and the two writes of each layer, each under its own timer."""
-    from neuronatlas.adapters.storage import Storage
-    from neuronatlas.core.records import layer_records
-    from neuronatlas.datasets import activations as contract
-
-    storage = Storage.open(str(root))
-    for layer in sorted(state):
-        accumulator = state.pop(layer)
-        with timer("layer_records"):
-            records = layer_records(
-                accumulator.top.indices,
-                accumulator.top.activations,
-                accumulator.bottom.indices,
-                accumulator.bottom.activations,
-                pool,
-                accumulator.pool_activations,
-                TOP_K,
-                RANDOM_K,
-            )
-        with timer("stats_table"):
-            stats = contract.stats_table(accumulator.stats.result(), records, TOP_K, RANDOM_K)
-        with timer("records_table (incl. sort)"):
-            table = contract.records_table(records, sequence_ids)
-        with timer("write records parquet"):
-            storage.write_parquet(f"activations/layer={layer}/part-00000.parquet", table)
-        with timer("write stats parquet"):
-            storage.write_parquet(f"neuron_stats/layer={layer}/part-00000.parquet", stats)
+) -> tuple[dict[str, float], dict[str, list[float]], str]:
+    """`extraction()` once under the timers; seconds per part (the unwrapped rest as "other"),
+    per-batch forward and merge seconds, and the accumulators' fingerprint."""
+    with instrumented(model) as timer:
+        marks, fingerprint, _ = extraction(model, token_ids, sequence_ids, root, on_batch=timer.on_batch)
+    inner = timer.seconds
+    merges = [name for name in inner if name.startswith(("top merge", "bottom merge"))]
+    parts = {FORWARD: inner.get(FORWARD, 0.0)}
+    parts.update({name: inner[name] for name in sorted(merges, reverse=True)})
+    parts["statistics"] = inner.get("statistics", 0.0)
+    parts["other extract (scores, pool copy, alloc)"] = marks["extract"] - sum(parts.values())
+    table_parts = {
+        name: inner.get(name, 0.0) for name in ("layer_records", "stats_table", "records_table (incl. sort)")
+    }
+    parts.update(table_parts)
+    parts["other tables (accumulator reads)"] = marks["tables"] - sum(table_parts.values())
+    parts["write parquet"] = marks["write"]
+    return parts, timer.per_batch, fingerprint
 
 
 # -- peak memory in a fresh process ------------------------------------------------------------
@@ -306,6 +332,16 @@ def rss_now_mb() -> dict[str, float]:
     return values
 
 
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False where it cannot."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")
+    except OSError:
+        return False
+    return True
+
+
 def ru_maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
@@ -318,18 +354,22 @@ def rss_child(n_excerpts: int, ids_file: Path) -> None:
     loaded = np.load(ids_file)
     token_ids, sequence_ids = loaded["token_ids"][:n_excerpts], loaded["sequence_ids"][:n_excerpts]
     after_load = {**rss_now_mb(), "ru_maxrss": ru_maxrss_mb()}
-    peak_reset = False
-    with suppress(OSError), open("/proc/self/clear_refs", "w") as clear:
-        clear.write("5")  # resets VmHWM (the peak RSS) to the current RSS
-        peak_reset = True
+    peak_reset = reset_peak_rss()
+    after_extract: dict[str, float] = {}
+
+    def between_phases() -> None:  # the peak of extract() alone, then a fresh peak for tables + write
+        after_extract.update(rss_now_mb())
+        reset_peak_rss()
+
     root = Path(tempfile.mkdtemp(prefix="bench-extract-rss-"))
     try:
         started = time.perf_counter()
-        marks, fingerprint, sizes = extraction(model, token_ids, sequence_ids, root)
+        marks, fingerprint, sizes = extraction(model, token_ids, sequence_ids, root, after_extract=between_phases)
         seconds = time.perf_counter() - started
     finally:
         shutil.rmtree(root, ignore_errors=True)
     after = {**rss_now_mb(), "ru_maxrss": ru_maxrss_mb()}
+    peaks = [after_extract.get("VmHWM", 0.0), after.get("VmHWM", 0.0)]
     report = {
         "excerpts": n_excerpts,
         "tokens": int(token_ids.size),
@@ -338,7 +378,10 @@ def rss_child(n_excerpts: int, ids_file: Path) -> None:
         "rss_after_load_mb": after_load.get("VmRSS"),
         "peak_during_load_mb": after_load["ru_maxrss"],
         "peak_reset_after_load": peak_reset,
-        "peak_extraction_phase_mb": after.get("VmHWM") if peak_reset else None,
+        "peak_extraction_phase_mb": max(peaks) if peak_reset else None,
+        "peak_extract_mb": peaks[0] if peak_reset else None,
+        "rss_after_extract_mb": after_extract.get("VmRSS"),
+        "peak_tables_write_mb": peaks[1] if peak_reset else None,
         "peak_process_mb": after["ru_maxrss"],
         "rss_at_end_mb": after.get("VmRSS"),
         "threads": torch.get_num_threads(),
@@ -442,6 +485,8 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
 
     from neuronatlas.adapters.extraction import mlp_layout
 
+    load_at_start = os.getloadavg()
+    library = library_version()
     started = time.perf_counter()
     wanted = max(args.excerpts, 4 * args.rss_excerpts if not args.no_rss else 0)
     all_ids, all_sequence_ids, n_windows = corpus_windows(wanted)
@@ -472,6 +517,7 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
     results: dict[str, Any] = {
         "source": SOURCE,
         "model": MODEL,
+        "library": library,
         "dtype": "float32",
         "device": "cpu",
         "torch": torch.__version__,
@@ -506,21 +552,32 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
 
     breakdown: dict[str, float] | None = None
     if not args.no_breakdown:
-        print("instrumented pass (extract's loop with timers, then tables and writes step by step)...", flush=True)
+        print("instrumented pass (the same extraction, timers around the library's parts)...", flush=True)
         started = time.perf_counter()
-        breakdown, fingerprint = instrumented_extraction(model, token_ids, sequence_ids, scratch / "breakdown")
+        breakdown, per_batch, fingerprint = instrumented_extraction(
+            model, token_ids, sequence_ids, scratch / "breakdown"
+        )
         total = time.perf_counter() - started
         if fingerprint not in fingerprints:
             raise RuntimeError("the instrumented copy of extract() kept other excerpts than extract()")
-        results["breakdown"] = {"total_s": total, "parts_s": breakdown}
+        results["breakdown"] = {"total_s": total, "parts_s": breakdown, "per_batch_s": per_batch}
 
     rss: list[dict[str, Any]] = []
     if not args.no_rss:
         results["peak_rss"] = peak_rss(args.rss_excerpts, all_ids, all_sequence_ids, scratch)
         rss = results["peak_rss"]["runs"]
 
-    results["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+    results["machine"] = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "load_average_at_start": load_at_start,
+        "load_average_at_end": os.getloadavg(),
+    }
     results["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if library_version() != library:
+        results["library_at_end"] = library_version()
+        print("WARNING: the library's sources changed during the run; the numbers mix two versions")
     print_summary(results, breakdown, rss)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
@@ -554,16 +611,26 @@ def print_summary(results: dict[str, Any], breakdown: dict[str, float] | None, r
         print()
         print(f"instrumented pass, {total:.2f} s in all (forward with hooks vs bare median: {forward / bare_s:.3f}):")
         for name, seconds in breakdown.items():
-            print(f"  {name:<34} {seconds:>8.2f} s {100 * seconds / total:>5.1f} %")
+            print(f"  {name:<42} {seconds:>8.2f} s {100 * seconds / total:>5.1f} %")
+        per_batch = results["breakdown"]["per_batch_s"]
+        print(
+            "  per batch, merge / forward: "
+            + " ".join(f"{m / f:.2f}" for f, m in zip(per_batch["forward"], per_batch["merge"], strict=True))
+        )
     if rss:
         small, large = rss
         print()
         print("peak RSS of a fresh process running the full extraction (MiB):")
-        print(f"  {'excerpts':>8} {'after load':>11} {'load peak':>10} {'extraction peak':>16} {'process peak':>13}")
+        print(
+            f"  {'excerpts':>8} {'after load':>11} {'load peak':>10} {'extract() peak':>15} {'tables+write peak':>18}"
+            f" {'process peak':>13}"
+        )
+        nan = float("nan")
         for run in rss:
             print(
                 f"  {run['excerpts']:>8} {run['rss_after_load_mb']:>11.0f} {run['peak_during_load_mb']:>10.0f} "
-                f"{run['peak_extraction_phase_mb'] or float('nan'):>16.0f} {run['peak_process_mb']:>13.0f}"
+                f"{run['peak_extract_mb'] or nan:>15.0f} {run['peak_tables_write_mb'] or nan:>18.0f} "
+                f"{run['peak_process_mb']:>13.0f}"
             )
         peak = results["peak_rss"]
         print(

@@ -20,6 +20,7 @@ from neuronatlas.core.records import KindRecords
 from neuronatlas.core.stats import NeuronStatistics
 
 FORMAT_VERSION = 1
+KIND_ORDER = {"top": 0, "bottom": 1, "random": 2}
 
 RECORDS_SCHEMA = pa.schema(
     [
@@ -71,28 +72,29 @@ def layer_partition(dataset: str, layer: int) -> str:
 
 
 def records_table(records: list[KindRecords], sequence_ids: np.ndarray) -> pa.Table:
-    """All kinds of one layer's records, ordered by neuron, then kind, then rank."""
-    activations = np.concatenate([r.activations for r in records]).astype(np.float32)  # (R, T)
+    """All kinds of one layer's records, ordered by neuron, then kind (top, bottom, random), then
+    rank. Ordered in numpy before the Arrow table is built: sorting the list column in Arrow
+    would copy it again."""
+    neuron = np.concatenate([r.neuron for r in records])
+    kind = np.concatenate([np.full(len(r.neuron), r.kind, dtype=object) for r in records])
+    kind_order = np.concatenate([np.full(len(r.neuron), KIND_ORDER[r.kind], dtype=np.int8) for r in records])
+    rank = np.concatenate([r.rank for r in records])
+    order = np.lexsort((rank, kind_order, neuron))
+    activations = np.concatenate([r.activations for r in records]).astype(np.float32, copy=False)[order]  # (R, T)
     window = activations.shape[1]
     offsets = np.arange(0, activations.size + 1, window, dtype=np.int32)
-    table = pa.table(
+    return pa.table(
         {
-            "neuron": np.concatenate([r.neuron for r in records]),
-            "kind": np.concatenate([np.full(len(r.neuron), r.kind, dtype=object) for r in records]),
-            "rank": np.concatenate([r.rank for r in records]),
-            "split": np.concatenate([r.split for r in records]),
-            "sequence_id": sequence_ids[np.concatenate([r.excerpt_index for r in records])],
+            "neuron": neuron[order],
+            "kind": kind[order],
+            "rank": rank[order],
+            "split": np.concatenate([r.split for r in records])[order],
+            "sequence_id": sequence_ids[np.concatenate([r.excerpt_index for r in records])[order]],
             "max_activation": activations.max(axis=1),
             "min_activation": activations.min(axis=1),
             "activations": pa.ListArray.from_arrays(pa.array(offsets), pa.array(activations.reshape(-1))),
         },
         schema=RECORDS_SCHEMA,
-    )
-    kind_order = pa.array(np.select([table["kind"].to_numpy() == k for k in ("top", "bottom")], [0, 1], 2))
-    return (
-        table.append_column("_kind_order", kind_order)
-        .sort_by([("neuron", "ascending"), ("_kind_order", "ascending"), ("rank", "ascending")])
-        .drop_columns(["_kind_order"])
     )
 
 

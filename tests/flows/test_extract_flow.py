@@ -160,3 +160,29 @@ def test_a_failing_suite_commits_no_layer(source: Path, tmp_path: Path, monkeypa
     assert storage.list("_staging") == []
     for dataset in ("activations", "neuron_stats"):
         assert not any(path.endswith("_manifest.json") for path in snapshot(storage) if f"/{dataset}/" in path)
+
+
+def test_a_local_gpt2_folder_is_extracted_end_to_end(source: Path, tmp_path: Path) -> None:
+    """GPT-2 (the paper's subject) from a local folder: random weights, SmolLM2's tokenizer."""
+    import shutil
+
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from neuronatlas.adapters.models import cached_folder, open_tokenizer
+
+    torch.manual_seed(0)
+    folder = tmp_path / "tiny-gpt2"
+    config = GPT2Config(vocab_size=49152, n_positions=64, n_embd=32, n_layer=2, n_head=2)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    shutil.copytree(cached_folder(open_tokenizer("smollm2-135m").source) / "tokenizer", folder, dirs_exist_ok=True)
+    root = str(tmp_path / "atlas")
+    ingested(root, source)
+    result = extract_activations(root=root, model=str(folder), **SMALL)
+    assert result.layers == result.layers_extracted == [0, 1]
+    storage = Storage.open(root)
+    stats = storage.read_parquet(contract.stats_path("tiny-gpt2", result.run_id))
+    assert stats.num_rows == 2 * 128
+    manifest = storage.manifest(contract.records_path("tiny-gpt2", result.run_id))
+    assert manifest["neuron"] == "output of mlp.act (GELU) of each GPT-2 block"
+    assert manifest["hf_id"] is None and len(manifest["model_checksum"]) == 64

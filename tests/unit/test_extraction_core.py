@@ -158,8 +158,10 @@ def test_stats_match_numpy_over_uneven_batches() -> None:
     result = stream_stats(acts, UNEVEN_BATCHES).result()
 
     flat = acts.reshape(-1, 4).double().numpy()  # (N*T, D)
-    np.testing.assert_allclose(result.mean.numpy(), flat.mean(axis=0), rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(result.variance.numpy(), flat.var(axis=0), rtol=1e-12)
+    # float32 input: moments within a batch are float32 sums (merged in float64), accurate to
+    # about float32's resolution of the values (~1e-7 of their scale, here 1)
+    np.testing.assert_allclose(result.mean.numpy(), flat.mean(axis=0), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(result.variance.numpy(), flat.var(axis=0), rtol=1e-6)
     np.testing.assert_array_equal(result.max.double().numpy(), flat.max(axis=0))
     np.testing.assert_array_equal(result.min.double().numpy(), flat.min(axis=0))
     np.testing.assert_array_equal(result.frac_positive.numpy(), (flat > 0).mean(axis=0))

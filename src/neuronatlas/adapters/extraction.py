@@ -155,9 +155,10 @@ def extract(
             for layer in layers:
                 acts = captured.pop(layer).float()  # (B, T, D)
                 accumulator = state[layer]
-                accumulator.top.update(acts.amax(dim=1), acts, excerpts)
-                accumulator.bottom.update(acts.amin(dim=1), acts, excerpts)
-                accumulator.stats.update(acts)
+                excerpt_max, excerpt_min = acts.amax(dim=1), acts.amin(dim=1)  # (B, D)
+                accumulator.top.update(excerpt_max, acts, excerpts)
+                accumulator.bottom.update(excerpt_min, acts, excerpts)
+                accumulator.stats.update(acts, excerpt_max, excerpt_min)
                 if in_pool.any():
                     accumulator.pool_activations[slots[in_pool]] = acts[in_pool]
             if on_batch is not None:
