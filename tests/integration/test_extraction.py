@@ -76,8 +76,9 @@ def check_layer(model: Any, token_ids: np.ndarray, layers: list[int], neurons: l
             torch.testing.assert_close(accumulator.pool_activations[:, :, neuron], values[pool], atol=1e-5, rtol=0)
         flat = direct.reshape(-1, direct.shape[-1]).double()
         stats = accumulator.stats.result()
-        torch.testing.assert_close(stats.mean, flat.mean(dim=0), atol=1e-6, rtol=1e-6)
-        torch.testing.assert_close(stats.variance, flat.var(dim=0, unbiased=False), atol=1e-6, rtol=1e-5)
+        # fp32 activations, summed in fp32 within a batch: the 1e-5 tolerance for fp32
+        torch.testing.assert_close(stats.mean, flat.mean(dim=0), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(stats.variance, flat.var(dim=0, unbiased=False), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(stats.frac_positive, (flat > 0).double().mean(dim=0))
         assert stats.n_tokens == flat.shape[0]
 
