@@ -1,6 +1,7 @@
 """Extraction throughput beside a bare forward pass, on the same batches, and peak memory vs corpus size.
 
-    .venv/bin/python bench/extract.py [--excerpts 256] [--rounds 3] [--rss-excerpts N] [--no-rss] [--no-breakdown]
+    .venv/bin/python bench/extract.py [--excerpts 256] [--rounds 3] [--rss-excerpts N] [--rss-repeats 1]
+        [--no-rss] [--no-breakdown]
 
 Excerpts: the default corpus source (`wiki-vital-en`) tokenised with the default model's tokenizer,
 cut into windows of 64 tokens (`build_windows`), ordered by sequence_id as `load_excerpts` orders a
@@ -65,14 +66,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--excerpts", type=int, default=256, help="excerpts (windows of 64) per pass (default 256)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of both measures (default 3)")
     parser.add_argument("--rss-excerpts", type=int, default=None, help="N of the N / 4N memory runs")
+    parser.add_argument("--rss-repeats", type=int, default=1, help="children per size, alternating (default 1)")
     parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS child processes")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the instrumented pass")
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
     parser.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--ids-file", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.rounds < 1 or args.excerpts < TOP_K:
-        parser.error(f"--rounds must be at least 1 and --excerpts at least {TOP_K}")
+    if args.rounds < 1 or args.rss_repeats < 1 or args.excerpts < TOP_K:
+        parser.error(f"--rounds and --rss-repeats must be at least 1, --excerpts at least {TOP_K}")
     if args.rss_excerpts is None:
         args.rss_excerpts = args.excerpts
     return args
@@ -464,25 +466,31 @@ def interleaved_rounds(
     return bare_runs, extraction_runs, fingerprints, sizes
 
 
-def peak_rss(n_excerpts: int, all_ids: np.ndarray, all_sequence_ids: np.ndarray, scratch: Path) -> dict[str, Any]:
-    """The full extraction of N, then 4N excerpts, each in a fresh child; their peak RSS."""
+def peak_rss(
+    n_excerpts: int, repeats: int, all_ids: np.ndarray, all_sequence_ids: np.ndarray, scratch: Path
+) -> dict[str, Any]:
+    """The full extraction of N and 4N excerpts, alternately, `repeats` times each, each in a fresh
+    child; their peaks, and the ratio of the 4N to the N medians."""
     ids_file = scratch / "ids.npz"
     np.savez(ids_file, token_ids=all_ids, sequence_ids=all_sequence_ids)
     runs = []
-    for n in (n_excerpts, 4 * n_excerpts):
-        print(f"peak RSS: fresh child, full extraction of {n} excerpts...", flush=True)
-        runs.append(run_rss_child(n, ids_file))
-    small, large = runs
-    return {
-        "runs": runs,
-        "ratio_peak_process_4n_to_n": large["peak_process_mb"] / small["peak_process_mb"],
-        "ratio_peak_extraction_phase_4n_to_n": (
-            large["peak_extraction_phase_mb"] / small["peak_extraction_phase_mb"]
-            if small["peak_extraction_phase_mb"]
-            else None
-        ),
-        "target_ratio_max": 1.1,
-    }
+    for _ in range(repeats):
+        for n in (n_excerpts, 4 * n_excerpts):
+            print(f"peak RSS: fresh child, full extraction of {n} excerpts...", flush=True)
+            runs.append(run_rss_child(n, ids_file))
+    summary: dict[str, Any] = {"runs": runs, "repeats": repeats, "target_ratio_max": 1.1}
+    for key in ("peak_process_mb", "peak_extraction_phase_mb"):
+        medians = []
+        for n in (n_excerpts, 4 * n_excerpts):
+            values = [run[key] for run in runs if run["excerpts"] == n and run[key] is not None]
+            medians.append(statistics.median(values) if values else None)
+            summary[f"{key}_{n}"] = {
+                "median": medians[-1],
+                "min": min(values, default=None),
+                "max": max(values, default=None),
+            }
+        summary[f"ratio_{key}_4n_to_n"] = medians[1] / medians[0] if None not in medians else None
+    return summary
 
 
 def run(args: argparse.Namespace, scratch: Path) -> None:
@@ -569,7 +577,7 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
 
     rss: list[dict[str, Any]] = []
     if not args.no_rss:
-        results["peak_rss"] = peak_rss(args.rss_excerpts, all_ids, all_sequence_ids, scratch)
+        results["peak_rss"] = peak_rss(args.rss_excerpts, args.rss_repeats, all_ids, all_sequence_ids, scratch)
         rss = results["peak_rss"]["runs"]
 
     results["machine"] = {
@@ -623,9 +631,8 @@ def print_summary(results: dict[str, Any], breakdown: dict[str, float] | None, r
             + " ".join(f"{m / f:.2f}" for f, m in zip(per_batch["forward"], per_batch["merge"], strict=True))
         )
     if rss:
-        small, large = rss
         print()
-        print("peak RSS of a fresh process running the full extraction (MiB):")
+        print("peak RSS of a fresh process running the full extraction (MiB; VmHWM):")
         print(
             f"  {'excerpts':>8} {'after load':>11} {'load peak':>10} {'extract() peak':>15} {'tables+write peak':>18}"
             f" {'process peak':>13}"
@@ -638,11 +645,11 @@ def print_summary(results: dict[str, Any], breakdown: dict[str, float] | None, r
                 f"{run['peak_process_mb']:>13.0f}"
             )
         peak = results["peak_rss"]
+        ratio = peak["ratio_peak_process_mb_4n_to_n"]
+        spread = "" if peak["repeats"] > 1 else " (1 child per size: see --rss-repeats)"
         print(
-            f"  4N / N: process peak {peak['ratio_peak_process_4n_to_n']:.3f}, extraction-phase peak "
-            f"{peak['ratio_peak_extraction_phase_4n_to_n'] or float('nan'):.3f} (target <= 1.10); growth above the "
-            f"loaded model: {small['peak_extraction_phase_mb'] - small['rss_after_load_mb']:.0f} -> "
-            f"{large['peak_extraction_phase_mb'] - large['rss_after_load_mb']:.0f} MiB"
+            f"  4N / N, medians: process peak {ratio:.3f}, extraction-phase peak "
+            f"{peak['ratio_peak_extraction_phase_mb_4n_to_n'] or nan:.3f} (target <= 1.10){spread}"
         )
 
 

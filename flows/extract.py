@@ -177,7 +177,10 @@ def extract_activations(
             for layer in shard:
                 _commit_layer(storage, datasets, layer, state.pop(layer), pool, excerpts, plan, context)
         timings["extraction_total"] = time.perf_counter() - started
-    plot_uri = _finish_run(storage, datasets, run, plan, parameters, timings, device)
+    if pending or not storage.is_committed(datasets["records"]):
+        plot_uri = _finish_run(storage, datasets, run, plan, parameters, timings, device)
+    else:  # nothing new: leave the run's manifests and picture as they are
+        plot_uri = storage.manifest(datasets["records"])["summary_plot"]
     return ExtractResult(
         run, storage.uri(datasets["records"]), storage.uri(datasets["stats"]), plan.layers, pending, plot_uri
     )
