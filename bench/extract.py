@@ -480,7 +480,7 @@ def peak_rss(
             runs.append(run_rss_child(n, ids_file))
     summary: dict[str, Any] = {"runs": runs, "repeats": repeats, "target_ratio_max": 1.1}
     for key in ("peak_process_mb", "peak_extraction_phase_mb"):
-        medians = []
+        medians: list[float | None] = []
         for n in (n_excerpts, 4 * n_excerpts):
             values = [run[key] for run in runs if run["excerpts"] == n and run[key] is not None]
             medians.append(statistics.median(values) if values else None)
@@ -489,7 +489,8 @@ def peak_rss(
                 "min": min(values, default=None),
                 "max": max(values, default=None),
             }
-        summary[f"ratio_{key}_4n_to_n"] = medians[1] / medians[0] if None not in medians else None
+        small, large = medians
+        summary[f"ratio_{key}_4n_to_n"] = large / small if small and large else None
     return summary
 
 
