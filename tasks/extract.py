@@ -48,8 +48,12 @@ def extract_shard(
     """One pass over the excerpts for a group of layers (stopping after the last of them)."""
     logger = get_run_logger()
     n_excerpts = len(excerpts.token_ids)
-    label = ",".join(map(str, layers)) if len(layers) <= 4 else f"{len(layers)} layers {layers[0]}-{layers[-1]}"
-    with progress(f"layers {label}", n_excerpts, logger, unit="excerpts") as update:
+    label = (
+        "layers " + ",".join(map(str, layers))
+        if len(layers) <= 4
+        else f"{len(layers)} layers ({layers[0]}-{layers[-1]})"
+    )
+    with progress(label, n_excerpts, logger, unit="excerpts") as update:
         return extract(
             model,
             excerpts.token_ids,
