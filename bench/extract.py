@@ -14,10 +14,11 @@ committed corpus, the first `--excerpts` of them. Model: `smollm2-135m`, fp32, o
   records_table) and both tables written as zstd parquet through `Storage` into a temp root. Not
   counted: validation (the GE suites re-read the staged files), commits, manifests, the plot.
 - breakdown (once, after the rounds): the same extraction with timers wrapped, in this process only,
-  around the library's own parts: the model body's forward (capture hooks included),
-  `RunningTopK.update` (top, bottom), `RunningStats.update`, `layer_records`, `stats_table`,
-  `records_table`; what no wrapper covers is reported as "other". Per batch, the forward and the
-  merges (forward end to `on_batch`). Its accumulators are checked equal to the rounds'.
+  around the library's own parts: the model body's forward, `RunningTopK.update` (top, bottom) and
+  `RunningStats.update` (both run inside the forward, in each layer's hook, and are subtracted
+  from it), `layer_records`, `stats_table`, `records_table`; what no wrapper covers is reported as
+  "other". Per batch, the forward's own work and the merges. Its accumulators are checked equal
+  to the rounds'.
 - peak RSS: the full extraction (all layers, tables, write) in a fresh child process for N and 4N
   excerpts (N = --rss-excerpts, default --excerpts). Each child reports VmHWM (its peak RSS) after
   loading the model, then resets it (/proc/self/clear_refs) and reports the peak of extract() and
@@ -221,9 +222,8 @@ class PhaseTimer:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
-        self.forward_ends: list[float] = []
         self.per_batch: dict[str, list[float]] = {"forward": [], "merge": []}
-        """Seconds of each batch's forward pass, and from its end to `on_batch` (the merges)."""
+        """Per batch: seconds of the model body's own work, and of the merges its hooks ran."""
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
@@ -244,22 +244,26 @@ class PhaseTimer:
     def timed_forward(self, forward: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(forward)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            merged_before = self.merge_seconds()
             started = time.perf_counter()
             try:
                 return forward(*args, **kwargs)
-            finally:  # the capture hooks end it with _StopForwardError
-                ended = time.perf_counter()
-                self.seconds[FORWARD] = self.seconds.get(FORWARD, 0.0) + ended - started
-                self.per_batch["forward"].append(ended - started)
-                self.forward_ends.append(ended)
+            finally:  # the last layer's hook ends it with _StopForwardError
+                elapsed = time.perf_counter() - started
+                merges = self.merge_seconds() - merged_before
+                self.seconds[FORWARD] = self.seconds.get(FORWARD, 0.0) + elapsed
+                self.per_batch["forward"].append(elapsed - merges)
+                self.per_batch["merge"].append(merges)
 
         return wrapper
 
-    def on_batch(self, _excerpts: int, _tokens: int) -> None:
-        self.per_batch["merge"].append(time.perf_counter() - self.forward_ends[-1])
+    def merge_seconds(self) -> float:
+        return sum(seconds for name, seconds in self.seconds.items() if name in MERGES or name.startswith(MERGES))
 
 
 FORWARD = "forward with capture hooks"
+BODY = "forward: model body + hook glue (max/min, pool copy)"
+MERGES = ("top merge", "bottom merge", "statistics")
 
 
 @contextmanager
@@ -306,13 +310,14 @@ def instrumented_extraction(
     """`extraction()` once under the timers; seconds per part (the unwrapped rest as "other"),
     per-batch forward and merge seconds, and the accumulators' fingerprint."""
     with instrumented(model) as timer:
-        marks, fingerprint, _ = extraction(model, token_ids, sequence_ids, root, on_batch=timer.on_batch)
+        marks, fingerprint, _ = extraction(model, token_ids, sequence_ids, root)
     inner = timer.seconds
     merges = [name for name in inner if name.startswith(("top merge", "bottom merge"))]
-    parts = {FORWARD: inner.get(FORWARD, 0.0)}
+    # the merges run inside the forward pass, in each layer's hook
+    parts = {BODY: inner.get(FORWARD, 0.0) - timer.merge_seconds()}
     parts.update({name: inner[name] for name in sorted(merges, reverse=True)})
     parts["statistics"] = inner.get("statistics", 0.0)
-    parts["other extract (scores, pool copy, alloc)"] = marks["extract"] - sum(parts.values())
+    parts["other extract (batch set-up, accumulators)"] = marks["extract"] - sum(parts.values())
     table_parts = {
         name: inner.get(name, 0.0) for name in ("layer_records", "stats_table", "records_table (incl. sort)")
     }
@@ -621,11 +626,13 @@ def print_summary(results: dict[str, Any], breakdown: dict[str, float] | None, r
     print(f"  ratio extraction / bare = {ratio:.3f} ({verdict} the 0.9 target)")
     if breakdown is not None:
         total = sum(breakdown.values())
-        forward = breakdown["forward with capture hooks"]
+        forward = breakdown[BODY]
         print()
-        print(f"instrumented pass, {total:.2f} s in all (forward with hooks vs bare median: {forward / bare_s:.3f}):")
+        print(
+            f"instrumented pass, {total:.2f} s in all (forward without merges vs bare median: {forward / bare_s:.3f}):"
+        )
         for name, seconds in breakdown.items():
-            print(f"  {name:<42} {seconds:>8.2f} s {100 * seconds / total:>5.1f} %")
+            print(f"  {name:<54} {seconds:>8.2f} s {100 * seconds / total:>5.1f} %")
         per_batch = results["breakdown"]["per_batch_s"]
         print(
             "  per batch, merge / forward: "

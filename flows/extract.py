@@ -249,6 +249,7 @@ def _finish_run(
         "corpus_fingerprint": plan.corpus_manifest["source"]["fingerprint"],
         "layers": committed,
         "n_layers_in_model": plan.n_layers,
+        "d_mlp": stats.num_rows // len(committed),
         "parameters": parameters,
         "device_last_run": device,
         "timings_s_last_run": {name: round(seconds, 2) for name, seconds in timings.items()},

@@ -26,3 +26,66 @@ def small_jsonl_corpus(path: Path, documents: int = 300) -> Path:
         for document in loaded.documents[:documents]:
             handle.write(json.dumps({"title": document.doc_id, "text": document.text}) + "\n")
     return path
+
+
+class ScriptedBackend:
+    """A fake LLM for plumbing tests (a real one runs in the integration tier). It explains a
+    neuron as its strongest train token and simulates by marking exactly that token, so its
+    scores are high on the right neuron and near zero on another's records; sample 1 answers
+    with the activation format (a parse failure), every other sample with the weakest token."""
+
+    can_read_digits = True
+
+    def __init__(self, name: str = "scripted:v1", crash_after: int | None = None) -> None:
+        from neuronatlas.adapters.llm import Usage
+
+        self.id = name
+        self.usage = Usage()
+        self.generated: list[str] = []
+        """The last user message of every prompt answered by `generate`."""
+        self.read: list[tuple[str, int]] = []
+        """(explanation heading, excerpts) of every `read_digits` call."""
+        self.crash_after = crash_after
+
+    def _count(self) -> None:
+        self.usage.calls += 1
+        if self.crash_after is not None and self.usage.calls > self.crash_after:
+            raise RuntimeError("scripted crash")
+
+    def generate(self, prompts: list, params: object) -> list:
+        from neuronatlas.adapters.llm import Generation
+
+        answers = []
+        for prompt in prompts:
+            self._count()
+            last = prompt.messages[-1][1]
+            self.generated.append(last)
+            if last.startswith("Explanation:"):  # a JSON simulation request
+                answers.append(Generation((self._json_answer(last),)))
+                continue
+            pairs = [line.rsplit("\t", 1) for line in last.splitlines() if "\t" in line]
+            ranked = sorted(((int(value), token.strip()) for token, value in pairs), reverse=True)
+            best, worst = ranked[0][1], ranked[-1][1]
+            texts = [f' the token "{best}".', "<start>\nthe\t0", f' the token "{worst}".']
+            answers.append(Generation(tuple(texts[i % 3] for i in range(params.n)), None, 100, 10))  # type: ignore[attr-defined]
+        return answers
+
+    @staticmethod
+    def _target(text: str) -> str:
+        return text.split('the token "', 1)[1].split('"', 1)[0]
+
+    def _json_answer(self, request: str) -> str:
+        header, tokens_line = request.split("\nTokens: ", 1)
+        target = self._target(header)
+        tokens = json.loads(tokens_line)
+        return json.dumps([{"token": t, "activation": 9 if t.strip() == target else 0} for t in tokens])
+
+    def read_digits(self, prompt: object, excerpts: list) -> object:
+        from neuronatlas.adapters.llm import DigitReadout
+
+        self._count()
+        heading = prompt.prefix.messages[-1][1]  # type: ignore[attr-defined]
+        self.read.append((heading, len(excerpts)))
+        target = self._target(heading)
+        expected = tuple(tuple(9.0 if t.strip() == target else 0.0 for t in tokens) for tokens in excerpts)
+        return DigitReadout(expected, tuple(tuple(1.0 for _ in tokens) for tokens in excerpts))

@@ -24,8 +24,10 @@ Root = Annotated[
 def _flows() -> Any:
     """Import Prefect (and the flows) only once the environment is set up."""
     configure_environment()
+    import neuronatlas.flows.explain
     import neuronatlas.flows.extract
     import neuronatlas.flows.ingest
+    import neuronatlas.flows.score
 
     quiet_user_errors()
     return neuronatlas.flows
@@ -115,6 +117,141 @@ def extract(
 
 def _layer_list(layers: list[int]) -> str:
     return ",".join(map(str, layers)) if len(layers) <= 6 else f"{layers[0]}-{layers[-1]} ({len(layers)} layers)"
+
+
+# -- LLM stages ---------------------------------------------------------------------------------
+
+BaseUrl = Annotated[str | None, typer.Option(help="OpenAI-compatible server for openai: backends.")]
+Concurrency = Annotated[int, typer.Option(help="Concurrent requests (openai: backends).")]
+BudgetTokens = Annotated[int | None, typer.Option(help="Hard limit on LLM tokens (openai: backends).")]
+BudgetUsd = Annotated[float | None, typer.Option(help="Hard limit in dollars (with --usd-per-m-in/out).")]
+PriceIn = Annotated[float, typer.Option("--usd-per-m-in", help="Dollars per million prompt tokens.")]
+PriceOut = Annotated[float, typer.Option("--usd-per-m-out", help="Dollars per million completion tokens.")]
+LlmDevice = Annotated[str, typer.Option("--llm-device", help="auto, cpu or cuda (local: backends).")]
+LlmDtype = Annotated[str, typer.Option("--llm-dtype", help="bf16 or fp32 (local: backends).")]
+
+
+def _options(
+    base_url: str | None,
+    concurrency: int,
+    budget_tokens: int | None,
+    budget_usd: float | None,
+    usd_in: float,
+    usd_out: float,
+    device: str,
+    dtype: str,
+) -> Any:
+    from neuronatlas.adapters.llm import BackendOptions
+
+    return BackendOptions(
+        base_url=base_url,
+        concurrency=concurrency,
+        budget_tokens=budget_tokens,
+        budget_usd=budget_usd,
+        usd_per_million_prompt=usd_in,
+        usd_per_million_completion=usd_out,
+        device=device,
+        dtype=dtype,
+    )
+
+
+@app.command()
+def explain(
+    root: Root = "./atlas",
+    activations: Annotated[str | None, typer.Option(help="Activation run id (default: the only one).")] = None,
+    layers: Annotated[str, typer.Option(help="all, 5, 0,5 or 3-7 (among the extracted layers).")] = "all",
+    neurons: Annotated[str, typer.Option(help="A count (seeded sample) or a list like 5:12,6:40.")] = "24",
+    explainer: Annotated[str, typer.Option(help="local:<model> or openai:<model>.")] = "local:qwen2.5-coder-1.5b",
+    samples: Annotated[int, typer.Option(help="Explanations sampled per neuron.")] = 3,
+    prompt_format: Annotated[str, typer.Option(help="pairs (the paper's) or highlight.")] = "pairs",
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
+    max_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 60,
+    scale: Annotated[int, typer.Option(help="Activations shown as 0..scale (9 for local models).")] = 9,
+    seed: Annotated[int, typer.Option(help="Seed of the neuron sample and the sampling.")] = 0,
+    base_url: BaseUrl = None,
+    concurrency: Concurrency = 8,
+    budget_tokens: BudgetTokens = None,
+    budget_usd: BudgetUsd = None,
+    usd_per_m_in: PriceIn = 0.0,
+    usd_per_m_out: PriceOut = 0.0,
+    llm_device: LlmDevice = "auto",
+    llm_dtype: LlmDtype = "bf16",
+) -> None:
+    """Explain a selection of neurons from their top activation records."""
+    configure_environment()
+    from neuronatlas.flows.explain import check_explain_inputs
+
+    check_explain_inputs(root, activations, layers, neurons, explainer, samples, prompt_format, scale, seed)
+    options = _options(
+        base_url, concurrency, budget_tokens, budget_usd, usd_per_m_in, usd_per_m_out, llm_device, llm_dtype
+    )
+    result = _flows().explain.explain_neurons(
+        root=root,
+        activations=activations,
+        layers=layers,
+        neurons=neurons,
+        explainer=explainer,
+        samples=samples,
+        prompt_format=prompt_format,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        scale=scale,
+        seed=seed,
+        options=options,
+    )
+    typer.echo(
+        f"explanations: run {result.run_id}: {result.explained} explained, {result.failed} failed, "
+        f"{result.llm_calls} LLM calls\n  {result.uri}"
+    )
+
+
+@app.command()
+def score(
+    root: Root = "./atlas",
+    explanations: Annotated[str | None, typer.Option(help="Explanation run id (default: the only one).")] = None,
+    simulator: Annotated[str, typer.Option(help="local:<model> or openai:<model>.")] = "local:qwen2.5-coder-1.5b",
+    method: Annotated[str, typer.Option(help="auto, all-at-once (local) or json.")] = "auto",
+    scale: Annotated[int, typer.Option(help="Simulated activations on 0..scale.")] = 9,
+    placeholder: Annotated[str, typer.Option(help="All-at-once: what stands for the unknown activation.")] = "unknown",
+    seed: Annotated[int, typer.Option(help="Seed of the permutation control.")] = 0,
+    base_url: BaseUrl = None,
+    concurrency: Concurrency = 8,
+    budget_tokens: BudgetTokens = None,
+    budget_usd: BudgetUsd = None,
+    usd_per_m_in: PriceIn = 0.0,
+    usd_per_m_out: PriceOut = 0.0,
+    llm_device: LlmDevice = "auto",
+    llm_dtype: LlmDtype = "bf16",
+) -> None:
+    """Simulate every explanation of a run on held-out records and score it, with a permutation control."""
+    configure_environment()
+    from neuronatlas.flows.score import check_score_inputs
+
+    check_score_inputs(root, explanations, simulator, method, scale)
+    options = _options(
+        base_url, concurrency, budget_tokens, budget_usd, usd_per_m_in, usd_per_m_out, llm_device, llm_dtype
+    )
+    result = _flows().score.simulate_and_score(
+        root=root,
+        explanations=explanations,
+        simulator=simulator,
+        method=method,
+        scale=scale,
+        placeholder=placeholder,
+        seed=seed,
+        options=options,
+    )
+    figures = result.summary
+    typer.echo(f"scores: run {result.run_id}: {figures['scored']} of {figures['explanations']} explanations scored")
+    typer.echo(
+        f"  mean top-and-random {figures['mean_top_and_random']}, random-only {figures['mean_random_only']}, "
+        f"best-on-valid test {figures['mean_best_test']}"
+    )
+    typer.echo(
+        f"  permutation null {figures['mean_null']}, gap {figures['mean_gap_real_minus_null']} "
+        f"(real above null: {figures['real_above_null']})"
+    )
+    typer.echo(f"  {result.scores_uri}\n  picture: {result.plot_uri}")
 
 
 @app.command()

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from neuronatlas.core.stats import RunningStats
+from neuronatlas.core.stats import RunningStats, Scratch
 from neuronatlas.core.topk import RunningTopK
 from neuronatlas.errors import InputError
 
@@ -94,13 +94,14 @@ class LayerAccumulator:
 
 
 @contextmanager
-def _captured(layout: MlpLayout, layers: list[int]) -> Iterator[dict[int, torch.Tensor]]:
-    """Hooks that store each requested layer's activations (B, T, D) and stop after the last."""
-    captured: dict[int, torch.Tensor] = {}
+def _hooked(layout: MlpLayout, layers: list[int], consume: Callable[[int, torch.Tensor], None]) -> Iterator[None]:
+    """Hooks that hand each requested layer's activations (B, T, D) to `consume` as soon as they
+    are computed (still in cache, and freed before the next layer runs) and stop the forward pass
+    after the last."""
     last = max(layers)
 
-    def store(layer: int, value: torch.Tensor) -> None:
-        captured[layer] = value
+    def hook(layer: int, value: torch.Tensor) -> None:
+        consume(layer, value)
         if layer == last:
             raise _StopForwardError
 
@@ -108,11 +109,11 @@ def _captured(layout: MlpLayout, layers: list[int]) -> Iterator[dict[int, torch.
     for layer in layers:
         site = layout.sites[layer]
         if layout.reads_input:
-            handles.append(site.register_forward_pre_hook(lambda _m, args, layer=layer: store(layer, args[0])))
+            handles.append(site.register_forward_pre_hook(lambda _m, args, layer=layer: hook(layer, args[0])))
         else:
-            handles.append(site.register_forward_hook(lambda _m, _a, out, layer=layer: store(layer, out)))
+            handles.append(site.register_forward_hook(lambda _m, _a, out, layer=layer: hook(layer, out)))
     try:
-        yield captured
+        yield
     finally:
         for handle in handles:
             handle.remove()
@@ -135,32 +136,37 @@ def extract(
     n_excerpts, window = token_ids.shape
     pool_slot = np.full(n_excerpts, -1)
     pool_slot[pool] = np.arange(len(pool))
+    scratch = Scratch()  # one set of temporaries for all layers: they run one after another
     state = {
         layer: LayerAccumulator(
             top=RunningTopK(layout.d_mlp, k, window, largest=True, device=device),
             bottom=RunningTopK(layout.d_mlp, bottom_candidates, window, largest=False, device=device),
             pool_activations=torch.zeros((len(pool), window, layout.d_mlp), device=device),
-            stats=RunningStats(layout.d_mlp, device=device),
+            stats=RunningStats(layout.d_mlp, device=device, scratch=scratch),
         )
         for layer in layers
     }
-    with torch.inference_mode(), _captured(layout, layers) as captured:
+    batch: dict[str, torch.Tensor] = {}
+
+    def merge(layer: int, value: torch.Tensor) -> None:
+        acts = value.float()  # (B, T, D)
+        accumulator = state[layer]
+        excerpt_max, excerpt_min = acts.amax(dim=1), acts.amin(dim=1)  # (B, D)
+        accumulator.top.update(excerpt_max, acts, batch["excerpts"])
+        accumulator.bottom.update(excerpt_min, acts, batch["excerpts"])
+        accumulator.stats.update(acts, excerpt_max, excerpt_min)
+        in_pool = batch["in_pool"]
+        if in_pool.any():
+            accumulator.pool_activations[batch["slots"][in_pool]] = acts[in_pool]
+
+    with torch.inference_mode(), _hooked(layout, layers, merge):
         for start in range(0, n_excerpts, batch_size):
             ids = torch.as_tensor(token_ids[start : start + batch_size], dtype=torch.long, device=device)
+            batch["excerpts"] = torch.arange(start, start + ids.shape[0], device=device)
+            batch["slots"] = torch.as_tensor(pool_slot[start : start + ids.shape[0]], device=device)
+            batch["in_pool"] = batch["slots"] >= 0
             with suppress(_StopForwardError):
                 layout.body(input_ids=ids, use_cache=False)
-            excerpts = torch.arange(start, start + ids.shape[0], device=device)
-            slots = torch.as_tensor(pool_slot[start : start + ids.shape[0]], device=device)
-            in_pool = slots >= 0
-            for layer in layers:
-                acts = captured.pop(layer).float()  # (B, T, D)
-                accumulator = state[layer]
-                excerpt_max, excerpt_min = acts.amax(dim=1), acts.amin(dim=1)  # (B, D)
-                accumulator.top.update(excerpt_max, acts, excerpts)
-                accumulator.bottom.update(excerpt_min, acts, excerpts)
-                accumulator.stats.update(acts, excerpt_max, excerpt_min)
-                if in_pool.any():
-                    accumulator.pool_activations[slots[in_pool]] = acts[in_pool]
             if on_batch is not None:
                 on_batch(start + ids.shape[0], (start + ids.shape[0]) * window)
     return state

@@ -43,3 +43,38 @@ def plot_layer_statistics(stats: pd.DataFrame, title: str) -> bytes:
     figure.savefig(buffer, format="png", dpi=110)
     plt.close(figure)
     return buffer.getvalue()
+
+
+def plot_real_vs_null(scores: pd.DataFrame, title: str) -> bytes:
+    """Left: histogram of each explanation's top-and-random score beside its permutation-control
+    score (the same explanation on another neuron's records). Right: real against null, one dot
+    per explanation, the diagonal marking "no better than chance"."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    real = scores["top_and_random_score"].dropna()
+    null = scores["null_score"].dropna()
+    paired = scores.dropna(subset=["top_and_random_score", "null_score"])
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    bins = np.linspace(-1, 1, 41)
+    left.hist(real, bins=bins, alpha=0.7, label=f"real (n={len(real)}, mean {real.mean():.3f})")
+    left.hist(null, bins=bins, alpha=0.7, label=f"permutation null (n={len(null)}, mean {null.mean():.3f})")
+    left.set_xlabel("top-and-random score (pooled correlation)")
+    left.set_ylabel("explanations")
+    left.legend(fontsize=8)
+    right.scatter(paired["null_score"], paired["top_and_random_score"], s=14, alpha=0.7)
+    right.plot([-1, 1], [-1, 1], color="grey", linewidth=1)
+    right.set_xlim(-1, 1)
+    right.set_ylim(-1, 1)
+    right.set_xlabel("null score (other neuron's records)")
+    right.set_ylabel("real score")
+    above = int((paired["top_and_random_score"] > paired["null_score"]).sum())
+    right.set_title(f"real > null for {above} of {len(paired)}", fontsize=9)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    return buffer.getvalue()

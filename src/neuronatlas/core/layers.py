@@ -1,4 +1,6 @@
-"""Layer selections: `all`, `5`, `0,5`, `3-7`, `0-3,10`."""
+"""Layer selections (`all`, `5`, `0,5`, `3-7`, `0-3,10`) and neuron selections (`24`, `5:12,6:40`)."""
+
+import numpy as np
 
 
 def parse_layers(spec: str, n_layers: int) -> list[int]:
@@ -22,3 +24,34 @@ def parse_layers(spec: str, n_layers: int) -> list[int]:
     if out_of_range:
         raise ValueError(f"layer {out_of_range[0]} is out of range: the model has layers 0-{n_layers - 1}")
     return sorted(layers)
+
+
+def parse_neurons(spec: str, layers: list[int], d_mlp: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """A neuron selection: a count N (N neurons sampled without replacement from every neuron of
+    `layers`, drawn with `rng`) or an explicit list `L:N,L:N`. Sorted (layer, neuron) pairs;
+    `ValueError` naming the problem."""
+    spec = spec.strip()
+    if spec.isdigit():
+        count = int(spec)
+        total = len(layers) * d_mlp
+        if not 1 <= count <= total:
+            raise ValueError(f"{count} neurons asked, the selected layers have {total}")
+        flat = rng.choice(total, size=count, replace=False)
+        return sorted((layers[int(i) // d_mlp], int(i) % d_mlp) for i in flat)
+    chosen: set[tuple[int, int]] = set()
+    for raw in spec.split(","):
+        part = raw.strip()
+        layer_text, _, neuron_text = part.partition(":")
+        if not (layer_text.isdigit() and neuron_text.isdigit()):
+            raise ValueError(f"'{part}' is neither a count nor a neuron like 5:123")
+        layer, neuron = int(layer_text), int(neuron_text)
+        if layer not in layers:
+            raise ValueError(f"{part}: layer {layer} is not among the extracted layers {_ranges(layers)}")
+        if not 0 <= neuron < d_mlp:
+            raise ValueError(f"{part}: neuron {neuron} is out of range (0-{d_mlp - 1})")
+        chosen.add((layer, neuron))
+    return sorted(chosen)
+
+
+def _ranges(layers: list[int]) -> str:
+    return ",".join(map(str, layers)) if len(layers) <= 6 else f"{layers[0]}-{layers[-1]} ({len(layers)} layers)"

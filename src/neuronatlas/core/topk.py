@@ -29,7 +29,7 @@ class RunningTopK:
         k = self.k
         candidates = torch.cat([self._values[rows], scores[:, rows].T], dim=1)  # (R, K + B)
         winners = torch.zeros_like(candidates, dtype=torch.bool)
-        winners.scatter_(1, candidates.topk(k, dim=1, largest=self.largest).indices, True)
+        winners.scatter_(1, candidates.topk(k, dim=1, largest=self.largest, sorted=False).indices, True)
         # As many kept entries lose as batch entries win, row by row; `nonzero` lists both in
         # row-major order, so the i-th evicted slot pairs with the i-th incoming excerpt.
         evicted_row, evicted_slot = (~winners[:, :k]).nonzero(as_tuple=True)

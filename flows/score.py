@@ -1,0 +1,257 @@
+"""`simulate_and_score`: explanations -> simulated activations -> scores, committed per layer.
+
+Each explanation is simulated on its neuron's calibration, valid and test records (top and
+random), and, as the permutation control, on another neuron's valid records (METHOD.md §3-4).
+The simulator reads digit probabilities from the prompt when it can (all-at-once, in-process
+models) and otherwise answers in JSON, one excerpt per request.
+"""
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+from prefect.transactions import transaction
+
+from neuronatlas.adapters.llm import BackendOptions, make_backend, parse_backend
+from neuronatlas.adapters.llm_cache import CachedBackend
+from neuronatlas.adapters.plots import plot_real_vs_null
+from neuronatlas.adapters.progress import progress
+from neuronatlas.adapters.storage import Storage
+from neuronatlas.core.explain import NeuronRecords
+from neuronatlas.core.prompts import PROMPT_VERSION
+from neuronatlas.core.scoring import derangement
+from neuronatlas.datasets import activations as activations_contract
+from neuronatlas.datasets import explanations as contract
+from neuronatlas.errors import InputError
+from neuronatlas.expectations import explanations as suites
+from neuronatlas.tasks.explain import (
+    commit_tables,
+    find_activation_run,
+    load_neuron_records,
+    stage_tables,
+    validate_staged,
+)
+from neuronatlas.tasks.score import layer_tables, simulate_neuron, summary
+from neuronatlas.version import code_version
+
+DEFAULT_SIMULATOR = "local:qwen2.5-coder-1.5b"
+METHODS = ("auto", "all-at-once", "json")
+
+
+@dataclass(frozen=True)
+class ScorePlan:
+    storage: Storage
+    explanations_run: str
+    explanations_manifest: dict[str, Any]
+    method: str
+
+
+def _committed_explanations(storage: Storage, run: str | None) -> str:
+    found = [name for name in storage.list("explanations") if storage.exists(f"explanations/{name}/_manifest.json")]
+    if run is None and len(found) == 1:
+        return found[0]
+    if run is not None and run in found:
+        return run
+    what = f"--explanations {run}: no explanation run of that id" if run else "--explanations: name one"
+    raise InputError(f"{what} under {storage.uri()} (found: {', '.join(found) or 'none'}); run `neuronatlas explain`")
+
+
+def check_score_inputs(root: str, explanations: str | None, simulator: str, method: str, scale: int) -> ScorePlan:
+    spec = parse_backend(simulator, "--simulator")
+    if method not in METHODS:
+        raise InputError(f"--method {method}: expected one of {', '.join(METHODS)}")
+    if method == "all-at-once" and spec.kind != "local":
+        raise InputError(f"--method all-at-once: {simulator} cannot read prompt probabilities; use --method json")
+    if not 1 <= scale <= 10:
+        raise InputError(f"--scale {scale}: expected 1 to 10")
+    storage = Storage.open(root)
+    run = _committed_explanations(storage, explanations)
+    chosen = method if method != "auto" else ("all-at-once" if spec.kind == "local" else "json")
+    return ScorePlan(storage, run, storage.read_json(f"explanations/{run}/_manifest.json"), chosen)
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    run_id: str
+    scores_uri: str
+    summary: dict[str, Any]
+    plot_uri: str | None
+
+
+@flow(name="simulate_and_score", log_prints=False)
+def simulate_and_score(
+    root: str = "./atlas",
+    explanations: str | None = None,
+    simulator: str = DEFAULT_SIMULATOR,
+    method: str = "auto",
+    scale: int = 9,
+    placeholder: str = "unknown",
+    seed: int = 0,
+    options: BackendOptions | None = None,
+    backend: Any = None,
+) -> ScoreResult:
+    """Simulate and score every explanation of a run; `backend` replaces `simulator` in tests."""
+    logger = get_run_logger()
+    plan = check_score_inputs(root, explanations, simulator, method, scale)
+    storage = plan.storage
+    llm = CachedBackend(
+        backend or make_backend(simulator, "--simulator", options or BackendOptions(), storage), storage
+    )
+    if plan.method == "all-at-once" and not llm.can_read_digits:
+        raise InputError(f"--method all-at-once: {llm.id} cannot read prompt probabilities")
+    activation_run = find_activation_run(storage, plan.explanations_manifest["activations_run"])
+    neurons = [tuple(pair) for pair in plan.explanations_manifest["neurons"]]
+    parameters = {
+        "method": plan.method,
+        "scale": scale,
+        "placeholder": placeholder,
+        "seed": seed,
+        "prompt_version": PROMPT_VERSION,
+    }
+    run = contract.run_id("s", plan.explanations_run, llm.id, parameters)
+    partner = _control_partners(neurons, seed)
+    paths = {
+        "simulations": contract.simulations_path(run),
+        "control": contract.control_path(run),
+        "scores": contract.scores_path(run),
+    }
+    layers = sorted({layer for layer, _ in neurons})
+    pending = [layer for layer in layers if not storage.is_committed(f"{paths['scores']}/layer={layer}")]
+    explanation_table = storage.read_parquet(
+        contract.explanations_path(plan.explanations_run), schema=contract.EXPLANATIONS_SCHEMA
+    )
+    context = {
+        "run_id": run,
+        "explanations_run": plan.explanations_run,
+        "activations_run": activation_run.run_id,
+        "simulator": llm.id,
+        "parameters": parameters,
+        "code_version": code_version(),
+        "prefect_flow_run_id": str(flow_run.get_id() or ""),
+    }
+    logger.info(
+        "run %s: %d neurons in %d layers, %d layers to score (%s)",
+        run,
+        len(neurons),
+        len(layers),
+        len(pending),
+        plan.method,
+    )
+    started = time.perf_counter()
+    todo = [pair for pair in neurons if pair[0] in pending]
+    with progress("simulating", len(todo), logger, "neurons", "neurons") as update:
+        done = 0
+        for layer in pending:
+            layer_neurons = [neuron for chosen_layer, neuron in neurons if chosen_layer == layer]
+            records = _records_with_partners(storage, activation_run, layer, layer_neurons, partner)
+            outcomes = []
+            for neuron in layer_neurons:
+                mask = pc.and_(
+                    pc.equal(explanation_table["layer"], layer), pc.equal(explanation_table["neuron"], neuron)
+                )
+                rows = explanation_table.filter(mask).to_pylist()
+                control = records.get(partner.get((layer, neuron), (-1, -1)))
+                outcomes.append(
+                    simulate_neuron(llm, records[(layer, neuron)], rows, control, plan.method, scale, placeholder)
+                )
+                done += 1
+                update(done, done)
+            tables = layer_tables(layer, outcomes)
+            _commit(storage, paths, layer, tables, activation_run.d_mlp, scale, context)
+    return _finish(storage, paths, run, plan, llm, context, time.perf_counter() - started, bool(pending))
+
+
+def _control_partners(neurons: list[tuple[int, int]], seed: int) -> dict[tuple[int, int], tuple[int, int]]:
+    """Neuron -> the other neuron whose records its explanations are scored on in the control."""
+    if len(neurons) < 2:
+        return {}
+    permutation = derangement(len(neurons), np.random.default_rng(seed))
+    return {neurons[i]: neurons[int(j)] for i, j in enumerate(permutation)}
+
+
+def _records_with_partners(
+    storage: Storage, run: Any, layer: int, layer_neurons: list[int], partner: dict
+) -> dict[tuple[int, int], NeuronRecords]:
+    wanted: dict[int, set[int]] = {layer: set(layer_neurons)}
+    for neuron in layer_neurons:
+        if (layer, neuron) in partner:
+            other_layer, other = partner[(layer, neuron)]
+            wanted.setdefault(other_layer, set()).add(other)
+    records = {}
+    for read_layer, read_neurons in wanted.items():
+        for neuron_records in load_neuron_records(storage, run, read_layer, sorted(read_neurons)):
+            records[(read_layer, neuron_records.neuron)] = neuron_records
+    return records
+
+
+def _commit(
+    storage: Storage, paths: dict, layer: int, tables: dict[str, pa.Table], d_mlp: int, scale: int, context: dict
+) -> None:
+    partitions = {name: activations_contract.layer_partition(paths[name], layer) for name in tables}
+    schemas = {
+        "simulations": contract.SIMULATIONS_SCHEMA,
+        "control": contract.CONTROL_SCHEMA,
+        "scores": contract.SCORES_SCHEMA,
+    }
+    keys = ["layer", "neuron", "explanation_id", "sequence_id"]
+    checks = {
+        "simulations": ("simulations", suites.simulations_frame, suites.simulations_suite("simulations", scale, keys)),
+        "control": (
+            "control_simulations",
+            suites.simulations_frame,
+            suites.simulations_suite("control_simulations", scale, keys),
+        ),
+        "scores": ("scores", suites.scores_frame, suites.scores_suite(d_mlp)),
+    }
+    non_empty = {name: table for name, table in tables.items() if table.num_rows or name == "scores"}
+    with transaction() as txn:
+        txn.set("storage", storage)
+        txn.set("partitions", [partitions[name] for name in non_empty])
+        staged = stage_tables(storage, partitions, non_empty)
+        reports = validate_staged(storage, staged, schemas, checks, f"layer {layer} scores")
+        manifest = {
+            **context,
+            "layer": layer,
+            "rows": {name: table.num_rows for name, table in tables.items()},
+            "validation": {name: report.to_manifest() for name, report in reports.items()},
+        }
+        commit_tables(storage, staged, partitions, manifest)
+
+
+def _finish(
+    storage: Storage,
+    paths: dict,
+    run: str,
+    plan: ScorePlan,
+    llm: CachedBackend,
+    context: dict,
+    seconds: float,
+    changed: bool,
+) -> ScoreResult:
+    scores = storage.read_parquet(paths["scores"], schema=contract.SCORES_SCHEMA).to_pandas()
+    figures = summary(scores)
+    plot = f"{paths['scores']}/real_vs_null.png"
+    if changed or not storage.exists(f"{paths['scores']}/_manifest.json"):
+        storage.write_bytes(plot, plot_real_vs_null(scores, f"{run} · {llm.id.split('@')[0]} · {plan.method}"))
+        manifest = {
+            **context,
+            "explanations": storage.uri(contract.explanations_path(plan.explanations_run)),
+            "model": plan.explanations_manifest.get("model"),
+            "corpus_id": plan.explanations_manifest.get("corpus_id"),
+            "explainer": plan.explanations_manifest.get("explainer"),
+            "summary": figures,
+            "plot": storage.uri(plot),
+            "llm_last_run": llm.usage_manifest(),
+            "timings_s_last_run": {"simulate_and_score": round(seconds, 2)},
+            "datasets": {name: storage.uri(path) for name, path in paths.items()},
+        }
+        for name, path in paths.items():
+            if storage.list(path):
+                storage.write_json(f"{path}/_manifest.json", {**manifest, "dataset": name})
+    get_run_logger().info("scores: %s", figures)
+    return ScoreResult(run, storage.uri(paths["scores"]), figures, storage.uri(plot))

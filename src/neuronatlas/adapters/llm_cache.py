@@ -1,0 +1,110 @@
+"""A content-addressed cache of LLM answers under the root (`llm_cache/`), wrapped around any
+backend: a rerun with the same prompts spends nothing, and a crashed stage resumes where it
+stopped. The key is the sha256 of the backend identity (model and weights checksum), the full
+request and the sampling parameters; failures are not cached, so a rerun retries them.
+"""
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from neuronatlas.adapters.llm import DigitReadout, Generation, GenerationParams, LLMBackend, Usage
+from neuronatlas.adapters.storage import Storage
+from neuronatlas.core.prompts import AllAtOncePrompt, ChatPrompt
+
+CACHE_DIR = "llm_cache"
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class CachedBackend:
+    """The wrapped backend's interface, answered from the cache where possible."""
+
+    def __init__(self, backend: LLMBackend, storage: Storage) -> None:
+        self.backend = backend
+        self.storage = storage
+        self.id = backend.id
+        self.can_read_digits = backend.can_read_digits
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def usage(self) -> Usage:
+        return self.backend.usage
+
+    def usage_manifest(self) -> dict[str, Any]:
+        """What this run asked of the LLM, for a manifest: calls, tokens, cost, cache hits."""
+        usage = self.usage
+        return {
+            "calls": usage.calls,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "cost_usd": round(usage.cost_usd, 6),
+            "failures": usage.failures,
+            "cache_hits": self.hits,
+            "cache_misses": self.misses,
+        }
+
+    def _path(self, key: str) -> str:
+        return f"{CACHE_DIR}/{key[:2]}/{key}.json"
+
+    def _get(self, key: str) -> Any:
+        path = self._path(key)
+        if not self.storage.exists(path):
+            return None
+        return self.storage.read_json(path)
+
+    def generate(self, prompts: Sequence[ChatPrompt], params: GenerationParams) -> list[Generation]:
+        keys = [_key(self.id, "generate", prompt.messages, prompt.answer_prefix, asdict(params)) for prompt in prompts]
+        found: dict[int, Generation] = {}
+        for index, key in enumerate(keys):
+            entry = self._get(key)
+            if entry is not None:
+                found[index] = Generation(
+                    tuple(entry["texts"]), None, entry["prompt_tokens"], entry["completion_tokens"]
+                )
+        self.hits += len(found)
+        missing = [index for index in range(len(prompts)) if index not in found]
+        self.misses += len(missing)
+        if missing:
+            answers = self.backend.generate([prompts[index] for index in missing], params)
+            for index, answer in zip(missing, answers, strict=True):
+                found[index] = answer
+                if answer.failure is None:
+                    self.storage.write_json(self._path(keys[index]), asdict(answer))
+        return [found[index] for index in range(len(prompts))]
+
+    def read_digits(self, prompt: AllAtOncePrompt, excerpts: Sequence[Sequence[str]]) -> DigitReadout:
+        keys = [
+            _key(
+                self.id,
+                "read_digits",
+                prompt.prefix.messages,
+                prompt.prefix.answer_prefix,
+                prompt.placeholder,
+                prompt.scale,
+                list(tokens),
+            )
+            for tokens in excerpts
+        ]
+        found: dict[int, tuple[tuple[float, ...], tuple[float, ...]]] = {}
+        for index, key in enumerate(keys):
+            entry = self._get(key)
+            if entry is not None:
+                found[index] = (tuple(entry["expected"]), tuple(entry["digit_mass"]))
+        self.hits += len(found)
+        missing = [index for index in range(len(excerpts)) if index not in found]
+        self.misses += len(missing)
+        if missing:
+            readout = self.backend.read_digits(prompt, [excerpts[index] for index in missing])
+            if readout.failure is not None:
+                return readout
+            for index, expected, mass in zip(missing, readout.expected, readout.digit_mass, strict=True):
+                found[index] = (expected, mass)
+                self.storage.write_json(self._path(keys[index]), {"expected": expected, "digit_mass": mass})
+        ordered = [found[index] for index in range(len(excerpts))]
+        return DigitReadout(tuple(e for e, _ in ordered), tuple(m for _, m in ordered))

@@ -1,0 +1,129 @@
+"""From a neuron's records to explanations and scores: the pure steps of both LLM stages.
+
+Records arrive as `NeuronRecords` (tokens joined from the corpus); answers come back from a
+backend as texts or failures; what leaves is rows for the dataset contracts.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from neuronatlas.core.parsing import Failure, parse_explanation, parse_json_simulation
+from neuronatlas.core.prompts import ActivationRecord
+from neuronatlas.core.scoring import ExplanationScores, ScoredExcerpt, score_explanation
+
+SCORED_SPLITS = ("calibration", "valid", "test")
+CONTROL_SPLIT = "valid"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One kept excerpt of a neuron."""
+
+    kind: str
+    """top | random (bottom records are not explained or scored)."""
+    split: str
+    rank: int
+    sequence_id: int
+    tokens: tuple[str, ...]
+    """Decoded tokens of the excerpt."""
+    activations: np.ndarray
+    """(T,) float32 raw activation per token."""
+
+
+@dataclass(frozen=True)
+class NeuronRecords:
+    layer: int
+    neuron: int
+    records: tuple[Record, ...]
+
+    def select(self, kinds: Sequence[str], splits: Sequence[str]) -> list[Record]:
+        """Records of these kinds and splits, top before random, then by rank."""
+        chosen = [r for r in self.records if r.kind in kinds and r.split in splits]
+        return sorted(chosen, key=lambda r: (r.kind != "top", r.rank))
+
+    def train(self) -> list[ActivationRecord]:
+        """What the explainer sees: the top records of the train split."""
+        return [ActivationRecord(r.tokens, r.activations.tolist()) for r in self.select(["top"], ["train"])]
+
+    def scored(self) -> list[Record]:
+        """What the simulator is scored on: top and random records of calibration, valid, test."""
+        return self.select(["top", "random"], SCORED_SPLITS)
+
+    def control(self) -> list[Record]:
+        """What another neuron's explanation is scored on in the permutation control."""
+        return self.select(["top", "random"], [CONTROL_SPLIT])
+
+
+def unexplainable(records: NeuronRecords) -> str | None:
+    """Why a neuron cannot be explained from its train records, if it cannot."""
+    train = records.train()
+    if not train:
+        return "no train records"
+    if max(max(r.activations) for r in train) <= 0:
+        return "no positive activation in the train records"
+    return None
+
+
+@dataclass(frozen=True)
+class ExplanationRow:
+    explanation_id: int
+    explanation: str | None
+    failure_reason: str | None
+    answer: str | None
+    """The model's raw answer (None when there was none)."""
+
+
+def explanation_rows(texts: Sequence[str], failure: str | None, samples: int) -> list[ExplanationRow]:
+    """One row per requested sample: the parsed explanation, or null with the reason."""
+    if failure is not None:
+        return [ExplanationRow(i, None, failure, None) for i in range(samples)]
+    rows = []
+    for index in range(samples):
+        if index >= len(texts):
+            rows.append(ExplanationRow(index, None, "no answer for this sample", None))
+            continue
+        parsed = parse_explanation(texts[index])
+        if isinstance(parsed, Failure):
+            rows.append(ExplanationRow(index, None, parsed.reason, texts[index]))
+        else:
+            rows.append(ExplanationRow(index, parsed, None, texts[index]))
+    return rows
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """A simulator's output on one excerpt."""
+
+    values: np.ndarray | None
+    """(T,) predicted activation per token on the 0..scale scale; None when it failed."""
+    digit_mass: np.ndarray | None = None
+    """(T,) probability on the digit tokens at each read position (log-prob simulators only)."""
+    failure: str | None = None
+
+
+def json_simulations(
+    answers: Sequence[tuple[str | None, str | None]], excerpts: Sequence[Record], scale: int
+) -> list[Simulation]:
+    """Parse JSON simulator answers ((text, failure) per excerpt) with strict token alignment."""
+    simulations = []
+    for (text, failure), record in zip(answers, excerpts, strict=True):
+        if failure is not None or text is None:
+            simulations.append(Simulation(None, failure=failure or "no answer"))
+            continue
+        parsed = parse_json_simulation(text, record.tokens, scale)
+        if isinstance(parsed, Failure):
+            simulations.append(Simulation(None, failure=parsed.reason))
+        else:
+            simulations.append(Simulation(np.asarray(parsed, dtype=np.float32)))
+    return simulations
+
+
+def score(excerpts: Sequence[Record], simulations: Sequence[Simulation]) -> ExplanationScores:
+    return score_explanation(
+        [
+            ScoredExcerpt(record.split, record.kind, record.activations, simulation.values)
+            for record, simulation in zip(excerpts, simulations, strict=True)
+        ]
+    )
