@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.transactions import transaction
 
-from neuronatlas.adapters.llm import BackendOptions, GenerationParams, LLMBackend, make_backend, parse_backend
+from neuronatlas.adapters.llm import BackendOptions, GenerationParams, LLMBackend, check_backend, make_backend
 from neuronatlas.adapters.llm_cache import CachedBackend
 from neuronatlas.adapters.progress import progress
 from neuronatlas.adapters.storage import Storage
@@ -88,8 +88,12 @@ def check_explain_inputs(
     prompt_format: str,
     scale: int,
     seed: int,
+    options: BackendOptions | None = None,
 ) -> Selection:
-    parse_backend(explainer, "--explainer")
+    """Everything checkable before a model loads; the explainer too unless `options` is None
+    (a backend object was passed in)."""
+    if options is not None:
+        check_backend(explainer, "--explainer", options)
     if samples < 1:
         raise InputError(f"--samples {samples}: must be at least 1")
     if prompt_format not in FORMATS:
@@ -126,11 +130,12 @@ def explain_neurons(
 ) -> ExplainResult:
     """Explain the selected neurons; `backend` (an `LLMBackend`) replaces `explainer` in tests."""
     logger = get_run_logger()
-    selection = check_explain_inputs(root, activations, layers, neurons, explainer, samples, prompt_format, scale, seed)
-    storage = selection.storage
-    llm = CachedBackend(
-        backend or make_backend(explainer, "--explainer", options or BackendOptions(), storage), storage
+    options = options or BackendOptions()
+    selection = check_explain_inputs(
+        root, activations, layers, neurons, explainer, samples, prompt_format, scale, seed, None if backend else options
     )
+    storage = selection.storage
+    llm = CachedBackend(backend or make_backend(explainer, "--explainer", options, storage), storage)
     params = GenerationParams(n=samples, temperature=temperature, max_tokens=max_tokens, seed=seed)
     parameters = {
         "samples": samples,

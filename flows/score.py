@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.transactions import transaction
 
-from neuronatlas.adapters.llm import BackendOptions, make_backend, parse_backend
+from neuronatlas.adapters.llm import BackendOptions, check_backend, make_backend, parse_backend
 from neuronatlas.adapters.llm_cache import CachedBackend
 from neuronatlas.adapters.plots import plot_real_vs_null
 from neuronatlas.adapters.progress import progress
@@ -61,8 +61,14 @@ def _committed_explanations(storage: Storage, run: str | None) -> str:
     raise InputError(f"{what} under {storage.uri()} (found: {', '.join(found) or 'none'}); run `neuronatlas explain`")
 
 
-def check_score_inputs(root: str, explanations: str | None, simulator: str, method: str, scale: int) -> ScorePlan:
+def check_score_inputs(
+    root: str, explanations: str | None, simulator: str, method: str, scale: int, options: BackendOptions | None = None
+) -> ScorePlan:
+    """Everything checkable before a model loads; the simulator too unless `options` is None
+    (a backend object was passed in)."""
     spec = parse_backend(simulator, "--simulator")
+    if options is not None:
+        check_backend(simulator, "--simulator", options)
     if method not in METHODS:
         raise InputError(f"--method {method}: expected one of {', '.join(METHODS)}")
     if method == "all-at-once" and spec.kind != "local":
@@ -97,11 +103,10 @@ def simulate_and_score(
 ) -> ScoreResult:
     """Simulate and score every explanation of a run; `backend` replaces `simulator` in tests."""
     logger = get_run_logger()
-    plan = check_score_inputs(root, explanations, simulator, method, scale)
+    options = options or BackendOptions()
+    plan = check_score_inputs(root, explanations, simulator, method, scale, None if backend else options)
     storage = plan.storage
-    llm = CachedBackend(
-        backend or make_backend(simulator, "--simulator", options or BackendOptions(), storage), storage
-    )
+    llm = CachedBackend(backend or make_backend(simulator, "--simulator", options, storage), storage)
     if plan.method == "all-at-once" and not llm.can_read_digits:
         raise InputError(f"--method all-at-once: {llm.id} cannot read prompt probabilities")
     activation_run = find_activation_run(storage, plan.explanations_manifest["activations_run"])

@@ -1,7 +1,9 @@
 """A local OpenAI-compatible chat server that injects faults on request: 429 with Retry-After,
-500, a response slower than the client's timeout, a dropped connection, a garbage body. Used to
-test the `openai:` backend's retries, failures and budget against real HTTP."""
+500, a response slower than the client's timeout, a dropped connection, a garbage body. It also
+serves the Batch API (file upload, batch create / retrieve, output file) with batches that stay
+in progress for a set number of polls. Used to test the `openai:` backend against real HTTP."""
 
+import email.parser
 import json
 import threading
 import time
@@ -25,6 +27,77 @@ class FaultyServer:
         self.slow_seconds = 3.0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.polls_before_done = 0
+        """Retrievals a new batch answers `in_progress` before it completes."""
+
+    def completion(self, body: dict[str, Any]) -> dict[str, Any]:
+        text = self.answer(body["messages"])
+        prompt_tokens = sum(len(m["content"]) // 4 for m in body["messages"])
+        return {
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 7, "total_tokens": prompt_tokens + 7},
+        }
+
+    def upload(self, content_type: str, body: bytes) -> dict[str, Any]:
+        message = email.parser.BytesParser().parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+        data = next(
+            part.get_payload(decode=True)
+            for part in message.walk()
+            if part.get_param("name", header="content-disposition") == "file"
+        )
+        file_id = f"file-{len(self.files)}"
+        self.files[file_id] = data
+        return {
+            "id": file_id,
+            "object": "file",
+            "bytes": len(data),
+            "created_at": 0,
+            "filename": "x.jsonl",
+            "purpose": "batch",
+            "status": "processed",
+        }
+
+    def create_batch(self, body: dict[str, Any]) -> dict[str, Any]:
+        batch_id = f"batch-{len(self.batches)}"
+        self.batches[batch_id] = {"input_file_id": body["input_file_id"], "polls": 0, "output_file_id": None}
+        return self.batch_object(batch_id, "validating")
+
+    def retrieve_batch(self, batch_id: str) -> dict[str, Any]:
+        batch = self.batches[batch_id]
+        batch["polls"] += 1
+        if batch["polls"] <= self.polls_before_done:
+            return self.batch_object(batch_id, "in_progress")
+        if batch["output_file_id"] is None:
+            lines = []
+            for raw in self.files[batch["input_file_id"]].decode().splitlines():
+                request = json.loads(raw)
+                response = {"status_code": 200, "request_id": "r", "body": self.completion(request["body"])}
+                lines.append(
+                    json.dumps({"id": "x", "custom_id": request["custom_id"], "response": response, "error": None})
+                )
+            batch["output_file_id"] = f"file-{len(self.files)}"
+            self.files[batch["output_file_id"]] = ("\n".join(lines) + "\n").encode()
+        return self.batch_object(batch_id, "completed")
+
+    def batch_object(self, batch_id: str, status: str) -> dict[str, Any]:
+        batch = self.batches[batch_id]
+        return {
+            "id": batch_id,
+            "object": "batch",
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+            "input_file_id": batch["input_file_id"],
+            "output_file_id": batch["output_file_id"],
+            "error_file_id": None,
+            "status": status,
+            "created_at": 0,
+        }
 
     def next_behaviour(self, body: dict[str, Any]) -> str:
         with self.lock:
@@ -49,8 +122,29 @@ def _handler(server: FaultyServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
+        def do_GET(self) -> None:
+            with server.lock:
+                server.requests.append((time.monotonic(), "GET " + self.path, {}))
+            if self.path.startswith("/v1/batches/"):
+                self._send(200, json.dumps(server.retrieve_batch(self.path.rsplit("/", 1)[1])).encode())
+            elif self.path.startswith("/v1/files/") and self.path.endswith("/content"):
+                self._send(200, server.files[self.path.split("/")[3]])
+            else:
+                self._send(404, b'{"error": {"message": "not found"}}')
+
         def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            raw = self.rfile.read(int(self.headers["Content-Length"]))
+            if self.path.endswith("/files"):
+                with server.lock:
+                    server.requests.append((time.monotonic(), "upload", {}))
+                self._send(200, json.dumps(server.upload(self.headers["Content-Type"], raw)).encode())
+                return
+            if self.path.endswith("/batches"):
+                with server.lock:
+                    server.requests.append((time.monotonic(), "create batch", {}))
+                self._send(200, json.dumps(server.create_batch(json.loads(raw))).encode())
+                return
+            body = json.loads(raw)
             behaviour = server.next_behaviour(body)
             with server.lock:
                 server.in_flight += 1
@@ -80,24 +174,7 @@ def _handler(server: FaultyServer) -> type[BaseHTTPRequestHandler]:
                 self._send(200, self._completion(body))
 
         def _completion(self, body: dict[str, Any]) -> bytes:
-            text = server.answer(body["messages"])
-            prompt_tokens = sum(len(m["content"]) // 4 for m in body["messages"])
-            return json.dumps(
-                {
-                    "id": "chatcmpl-test",
-                    "object": "chat.completion",
-                    "created": 0,
-                    "model": body["model"],
-                    "choices": [
-                        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
-                    ],
-                    "usage": {
-                        "prompt_tokens": prompt_tokens,
-                        "completion_tokens": 7,
-                        "total_tokens": prompt_tokens + 7,
-                    },
-                }
-            ).encode()
+            return json.dumps(server.completion(body)).encode()
 
     return Handler
 

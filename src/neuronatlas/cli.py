@@ -129,30 +129,16 @@ PriceIn = Annotated[float, typer.Option("--usd-per-m-in", help="Dollars per mill
 PriceOut = Annotated[float, typer.Option("--usd-per-m-out", help="Dollars per million completion tokens.")]
 LlmDevice = Annotated[str, typer.Option("--llm-device", help="auto, cpu or cuda (local: backends).")]
 LlmDtype = Annotated[str, typer.Option("--llm-dtype", help="bf16 or fp32 (local: backends).")]
+BatchApi = Annotated[bool, typer.Option("--batch-api", help="Use the OpenAI Batch API (openai: backends).")]
+PollSeconds = Annotated[float, typer.Option(help="Batch API: seconds between polls.")]
+MaxWait = Annotated[float | None, typer.Option(help="Batch API: stop waiting after this; a rerun resumes.")]
 
 
-def _options(
-    base_url: str | None,
-    concurrency: int,
-    budget_tokens: int | None,
-    budget_usd: float | None,
-    usd_in: float,
-    usd_out: float,
-    device: str,
-    dtype: str,
-) -> Any:
+def _options(**values: Any) -> Any:
+    """The backends' settings from the command's LLM options."""
     from neuronatlas.adapters.llm import BackendOptions
 
-    return BackendOptions(
-        base_url=base_url,
-        concurrency=concurrency,
-        budget_tokens=budget_tokens,
-        budget_usd=budget_usd,
-        usd_per_million_prompt=usd_in,
-        usd_per_million_completion=usd_out,
-        device=device,
-        dtype=dtype,
-    )
+    return BackendOptions(**values)
 
 
 @app.command()
@@ -176,15 +162,28 @@ def explain(
     usd_per_m_out: PriceOut = 0.0,
     llm_device: LlmDevice = "auto",
     llm_dtype: LlmDtype = "bf16",
+    batch_api: BatchApi = False,
+    poll_seconds: PollSeconds = 30.0,
+    max_wait_seconds: MaxWait = None,
 ) -> None:
     """Explain a selection of neurons from their top activation records."""
     configure_environment()
     from neuronatlas.flows.explain import check_explain_inputs
 
-    check_explain_inputs(root, activations, layers, neurons, explainer, samples, prompt_format, scale, seed)
     options = _options(
-        base_url, concurrency, budget_tokens, budget_usd, usd_per_m_in, usd_per_m_out, llm_device, llm_dtype
+        base_url=base_url,
+        concurrency=concurrency,
+        budget_tokens=budget_tokens,
+        budget_usd=budget_usd,
+        usd_per_million_prompt=usd_per_m_in,
+        usd_per_million_completion=usd_per_m_out,
+        device=llm_device,
+        dtype=llm_dtype,
+        batch=batch_api,
+        poll_s=poll_seconds,
+        max_wait_s=max_wait_seconds,
     )
+    check_explain_inputs(root, activations, layers, neurons, explainer, samples, prompt_format, scale, seed, options)
     result = _flows().explain.explain_neurons(
         root=root,
         activations=activations,
@@ -222,15 +221,28 @@ def score(
     usd_per_m_out: PriceOut = 0.0,
     llm_device: LlmDevice = "auto",
     llm_dtype: LlmDtype = "bf16",
+    batch_api: BatchApi = False,
+    poll_seconds: PollSeconds = 30.0,
+    max_wait_seconds: MaxWait = None,
 ) -> None:
     """Simulate every explanation of a run on held-out records and score it, with a permutation control."""
     configure_environment()
     from neuronatlas.flows.score import check_score_inputs
 
-    check_score_inputs(root, explanations, simulator, method, scale)
     options = _options(
-        base_url, concurrency, budget_tokens, budget_usd, usd_per_m_in, usd_per_m_out, llm_device, llm_dtype
+        base_url=base_url,
+        concurrency=concurrency,
+        budget_tokens=budget_tokens,
+        budget_usd=budget_usd,
+        usd_per_million_prompt=usd_per_m_in,
+        usd_per_million_completion=usd_per_m_out,
+        device=llm_device,
+        dtype=llm_dtype,
+        batch=batch_api,
+        poll_s=poll_seconds,
+        max_wait_s=max_wait_seconds,
     )
+    check_score_inputs(root, explanations, simulator, method, scale, options)
     result = _flows().score.simulate_and_score(
         root=root,
         explanations=explanations,

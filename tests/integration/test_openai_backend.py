@@ -2,6 +2,8 @@
 retries (429 with Retry-After, 500, timeouts, dropped connections), failures with reasons for
 garbage bodies, bounded concurrency and a hard budget that stops cleanly."""
 
+import json
+
 import pytest
 
 from neuronatlas.adapters.llm import GenerationParams
@@ -110,3 +112,40 @@ def test_no_key_and_no_server_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(InputError, match="set OPENAI_API_KEY"):
         OpenAIBackend("gpt-4o-mini")
+
+
+def test_batch_mode_submits_once_and_resumes_by_stored_id(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from neuronatlas.adapters.storage import Storage
+
+    store = Storage.open(str(Path(str(tmp_path)) / "atlas"))
+    server = FaultyServer(answer)
+    server.polls_before_done = 1_000  # stays in progress for the first backend
+    prompts = [PROMPT, explainer_prompt([ActivationRecord([" of"], [2.0])])]
+    params = GenerationParams(n=2, temperature=1.0, max_tokens=20, seed=3)
+    with serve(server) as url:
+        first = OpenAIBackend("test-model", base_url=url, batch=True, store=store, poll_s=0.05, max_wait_s=0.3)
+        waiting = first.generate(prompts, params)
+        assert all(r.failure and "still in_progress; rerun to resume it" in r.failure for r in waiting)
+        [state] = store.list("llm_batches")
+        assert store.read_json(f"llm_batches/{state}")["batch_id"] == "batch-0"
+
+        server.polls_before_done = 0  # the batch finishes; a new backend (a new process) picks it up
+        second = OpenAIBackend("test-model", base_url=url, batch=True, store=store, poll_s=0.05)
+        results = second.generate(prompts, params)
+    assert [r.failure for r in results] == [None, None]
+    assert all(len(r.texts) == 2 for r in results)
+    assert second.usage.completion_tokens == 4 * 7  # 2 prompts x 2 samples
+    kinds = [behaviour for _, behaviour, _ in server.requests]
+    assert kinds.count("upload") == 1 and kinds.count("create batch") == 1  # never submitted twice
+    uploaded = server.files["file-0"].decode().splitlines()
+    assert len(uploaded) == 4  # one request line per sample
+    assert {json.loads(line)["body"]["seed"] for line in uploaded} == {3, 4}
+
+
+def test_batch_mode_without_a_store_is_refused() -> None:
+    from neuronatlas.errors import InputError
+
+    with pytest.raises(InputError, match="batch mode needs a storage root"):
+        OpenAIBackend("test-model", base_url="http://127.0.0.1:9/v1", batch=True)

@@ -8,6 +8,7 @@
 Every answer is a value: text, or a failure with its reason. Backends count calls and tokens.
 """
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -126,6 +127,18 @@ class BackendOptions:
     """local: backends."""
     dtype: str = "bf16"
     batch_size: int = 8
+
+
+def check_backend(value: str, option: str, options: BackendOptions) -> None:
+    """What can be checked of a backend in milliseconds, before anything loads: the spec, a local
+    model's files (checksum-verified), an API key or server for openai: backends."""
+    spec = parse_backend(value, option)
+    if spec.kind == "local":
+        from neuronatlas.adapters.models import resolve_model
+
+        resolve_model(spec.model)
+    elif options.base_url is None and not os.environ.get("OPENAI_API_KEY"):
+        raise InputError(f"{option} {value}: set OPENAI_API_KEY (or pass --base-url for a local server)")
 
 
 def make_backend(value: str, option: str, options: BackendOptions, store: Any = None) -> LLMBackend:
