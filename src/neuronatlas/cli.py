@@ -90,7 +90,7 @@ def extract(
     batch_size: Annotated[int, typer.Option(help="Excerpts per forward pass.")] = 32,
     layers_per_shard: Annotated[int, typer.Option(help="Layers per pass over the corpus (0: all in one).")] = 0,
     limit: Annotated[int | None, typer.Option(help="Use only this many excerpts (in sequence_id order).")] = None,
-) -> None:
+) -> str:
     """Record every MLP neuron's top, bottom and random excerpts and statistics, layer by layer."""
     configure_environment()
     from neuronatlas.flows.extract import check_extract_inputs
@@ -113,6 +113,7 @@ def extract(
     done = "extracted" if result.layers_extracted else "already extracted (nothing written)"
     typer.echo(f"{done}: run {result.run_id}, layers {_layer_list(result.layers)}")
     typer.echo(f"  records: {result.records_uri}\n  stats:   {result.stats_uri}\n  picture: {result.plot_uri}")
+    return str(result.run_id)
 
 
 def _layer_list(layers: list[int]) -> str:
@@ -165,7 +166,7 @@ def explain(
     batch_api: BatchApi = False,
     poll_seconds: PollSeconds = 30.0,
     max_wait_seconds: MaxWait = None,
-) -> None:
+) -> str:
     """Explain a selection of neurons from their top activation records."""
     configure_environment()
     from neuronatlas.flows.explain import check_explain_inputs
@@ -202,6 +203,7 @@ def explain(
         f"explanations: run {result.run_id}: {result.explained} explained, {result.failed} failed, "
         f"{result.llm_calls} LLM calls\n  {result.uri}"
     )
+    return str(result.run_id)
 
 
 @app.command()
@@ -290,15 +292,23 @@ DEFAULT_RUN_EXCERPTS = 2048
 def run(
     root: Root = "./atlas",
     limit: Annotated[int, typer.Option(help="Excerpts to extract from (0: the whole corpus).")] = DEFAULT_RUN_EXCERPTS,
+    neurons: Annotated[str, typer.Option(help="Neurons to explain and score: a count or a list.")] = "4",
+    samples: Annotated[int, typer.Option(help="Explanations per neuron.")] = 1,
+    explainer: Annotated[str, typer.Option(help="local:<model> or openai:<model>.")] = "local:qwen2.5-coder-1.5b",
+    simulator: Annotated[str, typer.Option(help="local:<model> or openai:<model>.")] = "local:qwen2.5-coder-1.5b",
 ) -> None:
-    """Run the atlas on the embedded default. For now: ingestion, then extraction of every layer."""
+    """Run the pipeline on the embedded default: ingestion, extraction of every layer, then
+    explanation and scoring of a seeded sample of neurons. Each stage skips work already done."""
     typer.echo(
-        "neuronatlas run: explanation, scoring and publishing are not built yet; running what exists: "
-        f"ingestion of wiki-vital-en, then activation extraction for every layer of smollm2-135m "
-        f"({'the whole corpus' if limit == 0 else f'{limit:,} excerpts'})."
+        "neuronatlas run: ingestion of wiki-vital-en, activation extraction for every layer of smollm2-135m "
+        f"({'the whole corpus' if limit == 0 else f'{limit:,} excerpts'}), then explanation and scoring of "
+        f"{neurons} neurons ({samples} explanation each) with {explainer} / {simulator}. Publishing and the "
+        "viewer are not built yet."
     )
     corpus_id = ingest(root=root)
-    extract(root=root, corpus=corpus_id, limit=limit or None)
+    activations = extract(root=root, corpus=corpus_id, limit=limit or None)
+    explanations = explain(root=root, activations=activations, neurons=neurons, samples=samples, explainer=explainer)
+    score(root=root, explanations=explanations, simulator=simulator)
 
 
 @app.command("prepare-model")
