@@ -17,7 +17,7 @@ from prefect.runtime import flow_run
 from prefect.transactions import transaction
 
 from neuronatlas.adapters.llm import BackendOptions, GenerationParams, LLMBackend, check_backend, make_backend
-from neuronatlas.adapters.llm_cache import CachedBackend
+from neuronatlas.adapters.llm_cache import CachedBackend, warn_if_budget_ran_out
 from neuronatlas.adapters.progress import progress
 from neuronatlas.adapters.storage import Storage
 from neuronatlas.core.explain import explanation_rows, unexplainable
@@ -32,6 +32,7 @@ from neuronatlas.tasks.explain import (
     commit_tables,
     find_activation_run,
     load_neuron_records,
+    needs_work,
     stage_tables,
     validate_staged,
 )
@@ -149,7 +150,7 @@ def explain_neurons(
     run = contract.run_id("e", selection.run.run_id, selection.neurons, llm.id, parameters)
     path = contract.explanations_path(run)
     started = time.perf_counter()
-    pending = [layer for layer in selection.layers if not storage.is_committed(f"{path}/layer={layer}")]
+    pending = [layer for layer in selection.layers if needs_work(storage, f"{path}/layer={layer}")]
     logger.info(
         "run %s: %d neurons in %d layers, %d layers to explain",
         run,
@@ -170,9 +171,11 @@ def explain_neurons(
     ) as update:
         done = 0
         for layer in pending:
-            table = _explain_layer(selection, layer, llm, params, prompt_format, scale, update, done)
+            table, retryable = _explain_layer(selection, layer, llm, params, prompt_format, scale, update, done)
             done += len(selection.of_layer(layer))
-            _commit(storage, path, layer, table, selection.run.d_mlp, samples, context)
+            _commit(
+                storage, path, layer, table, selection.run.d_mlp, samples, {**context, "retryable_failures": retryable}
+            )
     return _finish(storage, path, run, selection, llm, context, time.perf_counter() - started, pending)
 
 
@@ -185,9 +188,11 @@ def _explain_layer(
     scale: int,
     update: Any,
     done_before: int,
-) -> pa.Table:
+) -> tuple[pa.Table, int]:
+    """The layer's explanation rows, and how many failed in the LLM call itself (retried by a rerun)."""
     records = load_neuron_records(selection.storage, selection.run, layer, selection.of_layer(layer))
     rows: list[dict[str, Any]] = []
+    retryable = 0
     for start in range(0, len(records), CHUNK):
         chunk = records[start : start + CHUNK]
         reasons = [unexplainable(neuron) for neuron in chunk]
@@ -198,6 +203,7 @@ def _explain_layer(
             answer = next(answers) if reason is None else None
             texts = answer.texts if answer else ()
             failure = reason or (answer.failure if answer else None)
+            retryable += params.n if answer is not None and answer.failure is not None else 0
             for row in explanation_rows(texts, failure, params.n):
                 rows.append(
                     {
@@ -212,7 +218,7 @@ def _explain_layer(
                     }
                 )
         update(done_before + start + len(chunk), done_before + start + len(chunk))
-    return pa.Table.from_pylist(rows, schema=contract.EXPLANATIONS_SCHEMA)
+    return pa.Table.from_pylist(rows, schema=contract.EXPLANATIONS_SCHEMA), retryable
 
 
 def _commit(storage: Storage, path: str, layer: int, table: pa.Table, d_mlp: int, samples: int, context: dict) -> None:
@@ -271,7 +277,7 @@ def _finish(
                 "timings_s_last_run": {"explain": round(seconds, 2)},
             },
         )
-    get_run_logger().info(
-        "%d explanations, %d failed; %d LLM calls", explained, sum(failures.values()), llm.usage.calls
-    )
+    logger = get_run_logger()
+    logger.info("%d explanations, %d failed; %d LLM calls", explained, sum(failures.values()), llm.usage.calls)
+    warn_if_budget_ran_out(logger, llm)
     return ExplainResult(run, storage.uri(path), explained, sum(failures.values()), llm.usage.calls)

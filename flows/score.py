@@ -18,7 +18,7 @@ from prefect.runtime import flow_run
 from prefect.transactions import transaction
 
 from neuronatlas.adapters.llm import BackendOptions, check_backend, make_backend, parse_backend
-from neuronatlas.adapters.llm_cache import CachedBackend
+from neuronatlas.adapters.llm_cache import CachedBackend, warn_if_budget_ran_out
 from neuronatlas.adapters.plots import plot_real_vs_null
 from neuronatlas.adapters.progress import progress
 from neuronatlas.adapters.storage import Storage
@@ -33,10 +33,11 @@ from neuronatlas.tasks.explain import (
     commit_tables,
     find_activation_run,
     load_neuron_records,
+    needs_work,
     stage_tables,
     validate_staged,
 )
-from neuronatlas.tasks.score import layer_tables, simulate_neuron, summary
+from neuronatlas.tasks.score import layer_tables, retryable_failures, simulate_neuron, summary
 from neuronatlas.version import code_version
 
 DEFAULT_SIMULATOR = "local:qwen2.5-coder-1.5b"
@@ -126,7 +127,7 @@ def simulate_and_score(
         "scores": contract.scores_path(run),
     }
     layers = sorted({layer for layer, _ in neurons})
-    pending = [layer for layer in layers if not storage.is_committed(f"{paths['scores']}/layer={layer}")]
+    pending = [layer for layer in layers if needs_work(storage, f"{paths['scores']}/layer={layer}")]
     explanation_table = storage.read_parquet(
         contract.explanations_path(plan.explanations_run), schema=contract.EXPLANATIONS_SCHEMA
     )
@@ -167,7 +168,8 @@ def simulate_and_score(
                 done += 1
                 update(done, done)
             tables = layer_tables(layer, outcomes)
-            _commit(storage, paths, layer, tables, activation_run.d_mlp, scale, context)
+            retry = {"retryable_failures": retryable_failures(outcomes)}
+            _commit(storage, paths, layer, tables, activation_run.d_mlp, scale, {**context, **retry})
     return _finish(storage, paths, run, plan, llm, context, time.perf_counter() - started, bool(pending))
 
 
@@ -258,5 +260,7 @@ def _finish(
         for name, path in paths.items():
             if storage.list(path):
                 storage.write_json(f"{path}/_manifest.json", {**manifest, "dataset": name})
-    get_run_logger().info("scores: %s", figures)
+    logger = get_run_logger()
+    logger.info("scores: %s", figures)
+    warn_if_budget_ran_out(logger, llm)
     return ScoreResult(run, storage.uri(paths["scores"]), figures, storage.uri(plot))

@@ -124,10 +124,17 @@ def validate_staged(
 
 @task(cache_policy=NO_CACHE)
 def commit_tables(storage: Storage, staged: dict[str, str], partitions: dict[str, str], manifest: dict) -> None:
-    """Commit in the given order; the last is the one whose commit marks the layer done."""
+    """Commit in the given order; the last is the one whose commit marks the layer done. A layer
+    committed before (whose failed rows were retried) is replaced."""
     for name, staging in staged.items():
-        storage.commit(staging, partitions[name], {**manifest, "dataset": name})
+        storage.replace(staging, partitions[name], {**manifest, "dataset": name})
     get_run_logger().info("committed %s", ", ".join(storage.uri(partitions[name]) for name in staged))
+
+
+def needs_work(storage: Storage, partition: str) -> bool:
+    """A layer partition to (re)do: not committed, or committed with failures worth retrying
+    (failed or refused LLM calls; answers that did not parse are final)."""
+    return not storage.is_committed(partition) or storage.manifest(partition).get("retryable_failures", 0) > 0
 
 
 def float_list(values: np.ndarray | None) -> list[float] | None:

@@ -48,7 +48,7 @@ def simulate(
     if method == "all-at-once":
         readout = llm.read_digits(all_at_once_prompt(explanation, scale, placeholder), tokens)
         if readout.failure is not None:
-            return [Simulation(None, failure=readout.failure) for _ in excerpts]
+            return [Simulation(None, failure=readout.failure, retryable=True) for _ in excerpts]
         return [
             Simulation(np.asarray(values, dtype=np.float32), np.asarray(mass, dtype=np.float32))
             for values, mass in zip(readout.expected, readout.digit_mass, strict=True)
@@ -107,6 +107,16 @@ def _null_score(excerpts: list[Record], simulations: list[Simulation], control: 
     if failed:
         return Score(None, f"control simulation failed: {failed[0].failure}")
     return pooled_correlation([r.activations for r in excerpts], [s.values for s in simulations])  # type: ignore[misc]
+
+
+def retryable_failures(outcomes: list[NeuronOutcome]) -> int:
+    """Simulations of the layer whose LLM call failed (a rerun retries them)."""
+    return sum(
+        simulation.retryable
+        for neuron in outcomes
+        for outcome in neuron.explanations
+        for simulation in outcome.simulations + outcome.control_simulations
+    )
 
 
 def layer_tables(layer: int, outcomes: list[NeuronOutcome]) -> dict[str, pa.Table]:
@@ -189,7 +199,16 @@ def summary(scores: pd.DataFrame) -> dict[str, Any]:
         "mean_best_top_and_random": mean(best["top_and_random_score"]),
         "mean_best_test": mean(best["test_score"]),
         "mean_null": mean(scores["null_score"]),
+        "null_quantiles": _quantiles(scores["null_score"]),
         "mean_gap_real_minus_null": round(float(gap.mean()), 4) if len(gap) else None,
         "real_above_null": f"{int((gap > 0).sum())} of {len(gap)}",
         "mean_digit_mass": mean(scores["mean_digit_mass"]),
     }
+
+
+def _quantiles(values: pd.Series) -> dict[str, float] | None:
+    """5th, 50th and 95th percentiles of the permutation-null distribution."""
+    values = values.dropna()
+    if not len(values):
+        return None
+    return {f"p{q}": round(float(values.quantile(q / 100)), 4) for q in (5, 50, 95)}

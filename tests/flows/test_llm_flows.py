@@ -164,3 +164,28 @@ def test_bad_selections_are_refused_before_any_llm_call(root: str) -> None:
             explain_neurons(root=root, backend=backend, **{**SELECTION, **overrides})
     assert backend.usage.calls == 0
     assert not Storage.open(root).list("explanations")
+
+
+def test_a_budget_stops_cleanly_and_a_rerun_asks_only_for_the_rest(root: str) -> None:
+    from neuronatlas.adapters.llm import BackendOptions
+    from tests.fake_openai import FaultyServer, serve
+
+    server = FaultyServer(lambda _messages: "the main thing this neuron does is find commas.")
+    with serve(server) as url:
+        tight = BackendOptions(base_url=url, concurrency=1, budget_tokens=4_000)
+        first = explain_neurons(root=root, explainer="openai:m", options=tight, **SELECTION)
+        sent_first = len(server.requests)
+        assert 0 < sent_first < 6 * 3  # stopped partway: 18 requests would be 3 samples x 6 neurons
+        storage = Storage.open(root)
+        rows = storage.read_parquet(contract.explanations_path(first.run_id)).to_pandas()
+        refused = rows[rows["failure_reason"].fillna("").str.startswith("budget exhausted")]
+        assert len(refused) > 0 and rows["explanation"].notna().sum() > 0
+        assert first.failed == len(refused)
+
+        # a larger budget: only the refused neurons are asked (answers so far come from the cache)
+        second = explain_neurons(root=root, explainer="openai:m", options=BackendOptions(base_url=url), **SELECTION)
+    assert second.run_id == first.run_id
+    again = Storage.open(root).read_parquet(contract.explanations_path(second.run_id)).to_pandas()
+    assert second.failed == 0 and second.explained == 18, again["failure_reason"].value_counts()
+    refused_neurons = refused[["layer", "neuron"]].drop_duplicates()
+    assert len(server.requests) - sent_first == 3 * len(refused_neurons)

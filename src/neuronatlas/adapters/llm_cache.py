@@ -108,3 +108,14 @@ class CachedBackend:
                 self.storage.write_json(self._path(keys[index]), {"expected": expected, "digit_mass": mass})
         ordered = [found[index] for index in range(len(excerpts))]
         return DigitReadout(tuple(e for e, _ in ordered), tuple(m for _, m in ordered))
+
+
+def warn_if_budget_ran_out(logger: Any, llm: CachedBackend) -> None:
+    """Say so when the budget stopped requests: their rows are failures, the rest is cached."""
+    refused = llm.usage.by_reason.get("budget exhausted", 0)
+    if refused:
+        logger.warning(
+            "budget exhausted: %d requests were not sent and are recorded as failures; answers so far are "
+            "cached, so a rerun with a larger budget asks only for the rest",
+            refused,
+        )

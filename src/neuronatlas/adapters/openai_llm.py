@@ -105,17 +105,21 @@ class OpenAIBackend:
         poll_s: float = 30.0,
         max_wait_s: float | None = None,
     ) -> None:
-        from openai import AsyncOpenAI
-
         if concurrency < 1:
             raise InputError(f"--concurrency {concurrency}: must be at least 1")
         api_key = os.environ.get("OPENAI_API_KEY")
         if not api_key and base_url is None:
             raise InputError("openai backend: set OPENAI_API_KEY (or pass --base-url for a local server)")
         self.model, self.base_url = model, base_url
-        self.client = AsyncOpenAI(
-            api_key=api_key or "unused", base_url=base_url, max_retries=max_retries, timeout=timeout_s
-        )
+        self._client_settings = {
+            "api_key": api_key or "unused",
+            "base_url": base_url,
+            "max_retries": max_retries,
+            "timeout": timeout_s,
+        }
+        self.client: Any = None
+        """The async client of the current call: each call runs its own event loop, and an httpx
+        pool must not outlive the loop it was made in."""
         self.concurrency = concurrency
         self.id = f"openai:{model}" + (f"@{base_url}" if base_url else "")
         self.usage = Usage()
@@ -125,9 +129,16 @@ class OpenAIBackend:
         self.batch, self.store, self.poll_s, self.max_wait_s = batch, store, poll_s, max_wait_s
 
     def generate(self, prompts: Sequence[ChatPrompt], params: GenerationParams) -> list[Generation]:
-        if self.batch:
-            return _run(self._generate_batch(prompts, params))
-        return _run(self._generate_all(prompts, params))
+        from openai import AsyncOpenAI
+
+        async def session() -> list[Generation]:
+            async with AsyncOpenAI(**self._client_settings) as client:  # type: ignore[arg-type]
+                self.client = client
+                if self.batch:
+                    return await self._generate_batch(prompts, params)
+                return await self._generate_all(prompts, params)
+
+        return _run(session())
 
     def read_digits(self, prompt: AllAtOncePrompt, excerpts: Sequence[Sequence[str]]) -> DigitReadout:
         return DigitReadout(failure=f"{self.id} cannot read prompt probabilities; use the JSON simulator")
@@ -140,35 +151,36 @@ class OpenAIBackend:
         self, prompt: ChatPrompt, params: GenerationParams, semaphore: asyncio.Semaphore
     ) -> Generation:
         messages = _chat_messages(prompt)
+        # all samples of a prompt are reserved together: a prompt is answered whole or not sent
+        reserved = (estimate_tokens(prompt.messages) * params.n, params.max_tokens * params.n)
+        refusal = self.ledger.reserve(*reserved)
+        if refusal is not None:
+            return self._failed(refusal, 0, 0)
         texts: list[str] = []
-        prompt_tokens = completion_tokens = 0
-        for sample in range(params.n):  # one request per sample: not every server honours n > 1
-            reserved = (estimate_tokens(prompt.messages), params.max_tokens)
-            refusal = self.ledger.reserve(*reserved)
-            if refusal is not None:
-                return self._failed(refusal, prompt_tokens, completion_tokens)
-            used = (0, 0)
-            try:
-                async with semaphore:
-                    self.usage.calls += 1
-                    response = await self.client.chat.completions.create(
-                        model=self.model,
-                        messages=messages,  # type: ignore[arg-type]
-                        temperature=params.temperature,
-                        max_tokens=params.max_tokens,
-                        seed=params.seed + sample,
-                    )
-                text, used = _answer(response)
-            except Exception as error:  # every failure becomes a reason; none escapes as a crash
-                return self._failed(_describe(error), prompt_tokens, completion_tokens)
-            finally:
-                self.ledger.settle(reserved, *used)
-            if text is None:
-                return self._failed("response has no message content", prompt_tokens, completion_tokens)
-            texts.append(text)
-            prompt_tokens += used[0]
-            completion_tokens += used[1]
-        return Generation(tuple(texts), None, prompt_tokens, completion_tokens)
+        used = [0, 0]
+        try:
+            for sample in range(params.n):  # one request per sample: not every server honours n > 1
+                try:
+                    async with semaphore:
+                        self.usage.calls += 1
+                        response = await self.client.chat.completions.create(
+                            model=self.model,
+                            messages=messages,  # type: ignore[arg-type]
+                            temperature=params.temperature,
+                            max_tokens=params.max_tokens,
+                            seed=params.seed + sample,
+                        )
+                    text, (prompt_tokens, completion_tokens) = _answer(response)
+                except Exception as error:  # every failure becomes a reason; none escapes as a crash
+                    return self._failed(_describe(error), *used)
+                used[0] += prompt_tokens
+                used[1] += completion_tokens
+                if text is None:
+                    return self._failed("response has no message content", *used)
+                texts.append(text)
+        finally:
+            self.ledger.settle(reserved, *used)
+        return Generation(tuple(texts), None, *used)
 
     def _failed(self, reason: str, prompt_tokens: int, completion_tokens: int) -> Generation:
         self.usage.failures += 1

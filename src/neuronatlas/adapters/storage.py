@@ -205,6 +205,13 @@ class Storage:
         self.write_json(f"{dataset}/{MANIFEST}", manifest)
         self.discard_staging(dataset)
 
+    def replace(self, staging: str, dataset: str, manifest: dict[str, Any]) -> None:
+        """Commit over an already committed dataset (a rerun that retried failed rows): the old
+        manifest goes first, so a crash midway leaves the dataset uncommitted, never mixed."""
+        if self.is_committed(dataset):
+            self._call(dataset, partial(self.fs.delete_file, self.path(f"{dataset}/{MANIFEST}")))
+        self.commit(staging, dataset, manifest)
+
     # -- internals ---------------------------------------------------------------------------
     def _move_dir(self, source: str, target: str) -> None:
         if not self.is_s3:

@@ -101,6 +101,8 @@ class Simulation:
     digit_mass: np.ndarray | None = None
     """(T,) probability on the digit tokens at each read position (log-prob simulators only)."""
     failure: str | None = None
+    retryable: bool = False
+    """The LLM call itself failed (a rerun asks again); False for answers that did not parse."""
 
 
 def json_simulations(
@@ -110,7 +112,7 @@ def json_simulations(
     simulations = []
     for (text, failure), record in zip(answers, excerpts, strict=True):
         if failure is not None or text is None:
-            simulations.append(Simulation(None, failure=failure or "no answer"))
+            simulations.append(Simulation(None, failure=failure or "no answer", retryable=True))
             continue
         parsed = parse_json_simulation(text, record.tokens, scale)
         if isinstance(parsed, Failure):
