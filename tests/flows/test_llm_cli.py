@@ -30,11 +30,11 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def test_explain_and_score_with_the_shipped_local_model(root: str) -> None:
-    explained = run_cli("explain", "--root", root, "--neurons", "3:7,3:100", "--samples", "2", "--explainer", LLM)
+    explained = run_cli("explain", "--root", root, "--neurons", "3:7,3:100", "--samples", "1", "--explainer", LLM)
     assert explained.returncode == 0, explained.stderr
     counts = re.search(r"run e-\w+: (\d+) explained, (\d+) failed, (\d+) LLM calls", explained.stdout)
     assert counts, explained.stdout
-    assert int(counts[1]) + int(counts[2]) == 4  # 2 neurons x 2 samples
+    assert int(counts[1]) + int(counts[2]) == 2  # 2 neurons x 1 sample
     assert int(counts[3]) == 2  # one prompt per neuron
     scored = run_cli("score", "--root", root, "--simulator", LLM)
     assert scored.returncode == 0, scored.stderr
@@ -44,7 +44,7 @@ def test_explain_and_score_with_the_shipped_local_model(root: str) -> None:
     storage = Storage.open(root)
     [run] = storage.list("scores")
     scores = storage.read_parquet(contract.scores_path(run)).to_pandas()
-    assert len(scores) == 4
+    assert len(scores) == 2
     scored_rows = scores[scores["top_and_random_score"].notna()]
     assert (scored_rows["top_and_random_score"].abs() <= 1).all()
     assert scores["mean_digit_mass"].dropna().between(0, 1).all()
@@ -55,7 +55,7 @@ def test_explain_and_score_with_the_shipped_local_model(root: str) -> None:
     assert (simulations["simulated_activations"].map(len) == 64).all()
 
     # nothing changed: a rerun commits nothing new and asks the model nothing
-    again = run_cli("explain", "--root", root, "--neurons", "3:7,3:100", "--samples", "2", "--explainer", LLM)
+    again = run_cli("explain", "--root", root, "--neurons", "3:7,3:100", "--samples", "1", "--explainer", LLM)
     assert "0 LLM calls" in again.stdout, again.stdout
 
 

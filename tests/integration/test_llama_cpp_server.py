@@ -20,20 +20,20 @@ from neuronatlas.core.prompts import ActivationRecord, explainer_prompt, json_si
 from tests.support import free_port
 
 
-
 @pytest.fixture(scope="module")
-def server_url() -> Iterator[str]:
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     source = resolve_model("qwen2.5-coder-0.5b")  # assembled from its chunks, checksum-verified
     port = free_port()
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(source.folder / str(source.gguf_file)),
                "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--model_alias", "qwen-0.5b"]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"  # a file: llama.cpp logs would fill a pipe
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited: {process.stderr.read()[-2000:] if process.stderr else ''}")
+                pytest.fail(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
             try:
                 if httpx.get(f"{url}/models", timeout=2).status_code == 200:
                     break

@@ -165,7 +165,7 @@ class OpenAIBackend:
                         self.usage.calls += 1
                         response = await self.client.chat.completions.create(
                             model=self.model,
-                            messages=messages,  # type: ignore[arg-type]
+                            messages=messages,
                             temperature=params.temperature,
                             max_tokens=params.max_tokens,
                             seed=params.seed + sample,
