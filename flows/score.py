@@ -6,6 +6,8 @@ The simulator reads digit probabilities from the prompt when it can (all-at-once
 models) and otherwise answers in JSON, one excerpt per request.
 """
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -127,10 +129,11 @@ def simulate_and_score(
         "scores": contract.scores_path(run),
     }
     layers = sorted({layer for layer, _ in neurons})
-    pending = [layer for layer in layers if needs_work(storage, f"{paths['scores']}/layer={layer}")]
     explanation_table = storage.read_parquet(
         contract.explanations_path(plan.explanations_run), schema=contract.EXPLANATIONS_SCHEMA
     )
+    digests = {layer: _explanations_digest(explanation_table, layer) for layer in layers}
+    pending = [layer for layer in layers if _needs_scoring(storage, f"{paths['scores']}/layer={layer}", digests[layer])]
     context = {
         "run_id": run,
         "explanations_run": plan.explanations_run,
@@ -168,9 +171,25 @@ def simulate_and_score(
                 done += 1
                 update(done, done)
             tables = layer_tables(layer, outcomes)
-            retry = {"retryable_failures": retryable_failures(outcomes)}
+            retry = {"retryable_failures": retryable_failures(outcomes), "explanations_digest": digests[layer]}
             _commit(storage, paths, layer, tables, activation_run.d_mlp, scale, {**context, **retry})
     return _finish(storage, paths, run, plan, llm, context, time.perf_counter() - started, bool(pending))
+
+
+def _explanations_digest(table: pa.Table, layer: int) -> str:
+    """Fingerprint of a layer's explanations (texts and failures): scores made from other
+    explanations (before an explain rerun retried failed rows) are redone."""
+    rows = table.filter(pc.equal(table["layer"], layer)).sort_by(
+        [("neuron", "ascending"), ("explanation_id", "ascending")]
+    )
+    picked = rows.select(["neuron", "explanation_id", "explanation", "failure_reason"]).to_pylist()
+    return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _needs_scoring(storage: Storage, partition: str, digest: str) -> bool:
+    if needs_work(storage, partition):
+        return True
+    return bool(storage.manifest(partition).get("explanations_digest") != digest)
 
 
 def _control_partners(neurons: list[tuple[int, int]], seed: int) -> dict[tuple[int, int], tuple[int, int]]:

@@ -10,8 +10,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from neuronatlas.adapters.models import resolve_model
 from neuronatlas.runtime import configure_environment
 from tests.support import S3_ENV, free_port
 
@@ -73,3 +75,32 @@ def root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return str(tmp_path / "atlas")
     bucket = request.getfixturevalue("s3_bucket")
     return f"s3://{bucket}/atlas"
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """llama-cpp-python's OpenAI-compatible server process serving the shipped Qwen2.5-Coder-0.5B
+    GGUF (model name "qwen-0.5b"); yields its base URL."""
+    source = resolve_model("qwen2.5-coder-0.5b")  # assembled from its chunks, checksum-verified
+    port = free_port()
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(source.folder / str(source.gguf_file)),
+               "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--model_alias", "qwen-0.5b"]  # fmt: skip
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"  # a file: llama.cpp logs would fill a pipe
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("llama_cpp.server did not start within 120 s")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -72,7 +72,10 @@ class ScriptedBackend:
 
     @staticmethod
     def _target(text: str) -> str:
-        return text.split('the token "', 1)[1].split('"', 1)[0]
+        """The token an explanation names (`the token "X"`), else its last word."""
+        if 'the token "' in text:
+            return text.split('the token "', 1)[1].split('"', 1)[0]
+        return text.rstrip(" .").rsplit(" ", 1)[-1]
 
     def _json_answer(self, request: str) -> str:
         header, tokens_line = request.split("\nTokens: ", 1)

@@ -174,6 +174,7 @@ def test_a_budget_stops_cleanly_and_a_rerun_asks_only_for_the_rest(root: str) ->
     with serve(server) as url:
         tight = BackendOptions(base_url=url, concurrency=1, budget_tokens=4_000)
         first = explain_neurons(root=root, explainer="openai:m", options=tight, **SELECTION)
+        early = simulate_and_score(root=root, backend=ScriptedBackend())  # scores of the partial explanations
         sent_first = len(server.requests)
         assert 0 < sent_first < 6 * 3  # stopped partway: 18 requests would be 3 samples x 6 neurons
         storage = Storage.open(root)
@@ -189,3 +190,9 @@ def test_a_budget_stops_cleanly_and_a_rerun_asks_only_for_the_rest(root: str) ->
     assert second.failed == 0 and second.explained == 18, again["failure_reason"].value_counts()
     refused_neurons = refused[["layer", "neuron"]].drop_duplicates()
     assert len(server.requests) - sent_first == 3 * len(refused_neurons)
+    # the scores of the same run follow: layers whose explanations changed are scored again
+    later = simulate_and_score(root=root, backend=ScriptedBackend())
+    assert later.run_id == early.run_id
+    scores = Storage.open(root).read_parquet(contract.scores_path(later.run_id)).to_pandas()
+    assert not scores["failure_reason"].fillna("").str.contains("budget exhausted").any()
+    assert early.summary["explanations"] == later.summary["explanations"] == 18
