@@ -19,7 +19,7 @@ import json
 
 import pyarrow as pa
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 EXPLANATIONS_SCHEMA = pa.schema(
     [
@@ -65,6 +65,16 @@ SCORE_COLUMNS = (
     "absolute_dev_explained",
     "null_score",
 )
+EXCERPT_SCORE_COLUMNS = (
+    "embedding_auc",
+    "embedding_null",
+    "selection_auc",
+    "lookup_score",
+    "lookup_null",
+)
+"""Embedding AUC on the neuron's valid/test spans and on its control partner's (the null); the
+embedding AUC on train/calibration spans that picks the best sample; the token-lookup baseline's
+top-and-random score on the neuron and on its partner (per neuron, repeated on each row)."""
 SCORES_SCHEMA = pa.schema(
     [
         pa.field("layer", pa.int32(), nullable=False),
@@ -77,6 +87,9 @@ SCORES_SCHEMA = pa.schema(
         pa.field("null_layer", pa.int16()),
         pa.field("null_neuron", pa.int32()),
         pa.field("mean_digit_mass", pa.float64()),
+        *[pa.field(name, pa.float64()) for name in EXCERPT_SCORE_COLUMNS],
+        pa.field("embedding_failure_reason", pa.string()),
+        pa.field("embedding_null_failure_reason", pa.string()),
         pa.field("is_best", pa.bool_(), nullable=False),
     ]
 )

@@ -88,14 +88,16 @@ def simulations_suite(name: str, scale: int, keys: list[str]) -> "gx.Expectation
 
 def scores_frame(table: pa.Table) -> pd.DataFrame:
     """Adds whether the headline score and its failure reason exclude each other, and how many
-    rows of the neuron are marked best (one when any explanation has a score, else none)."""
+    rows of the neuron are marked best (one when any explanation can be ranked, by its selection
+    AUC or its simulation score, else none)."""
     frame = _frame(table)
     has_score = pl.col("top_and_random_score").is_not_null()
+    rankable = has_score | pl.col("selection_auc").is_not_null()
     return frame.with_columns(
         score_xor_reason=has_score != pl.col("failure_reason").is_not_null(),
         best_rows=pl.col("is_best").cast(pl.Int64).sum().over(["layer", "neuron"]),
-        expected_best_rows=has_score.any().over(["layer", "neuron"]).cast(pl.Int64),
-        best_has_score=~pl.col("is_best") | has_score,
+        expected_best_rows=rankable.any().over(["layer", "neuron"]).cast(pl.Int64),
+        best_has_score=~pl.col("is_best") | rankable,
     ).to_pandas()
 
 
@@ -111,6 +113,14 @@ def scores_suite(d_mlp: int) -> "gx.ExpectationSuite":
             gxe.ExpectColumnValuesToBeBetween(column="neuron", min_value=0, max_value=d_mlp - 1),
             gxe.ExpectCompoundColumnsToBeUnique(column_list=["layer", "neuron", "explanation_id"]),
             *[gxe.ExpectColumnValuesToBeBetween(column=c, min_value=-1, max_value=1) for c in correlations],
+            *[
+                gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=1)
+                for c in ("embedding_auc", "embedding_null", "selection_auc")
+            ],
+            *[
+                gxe.ExpectColumnValuesToBeBetween(column=c, min_value=-1, max_value=1)
+                for c in ("lookup_score", "lookup_null")
+            ],
             gxe.ExpectColumnValuesToBeBetween(column="rsquared", max_value=1),
             gxe.ExpectColumnValuesToBeBetween(column="absolute_dev_explained", max_value=1),
             gxe.ExpectColumnValuesToBeInSet(column="score_xor_reason", value_set=[True]),

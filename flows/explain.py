@@ -39,7 +39,7 @@ from neuronatlas.tasks.explain import (
 from neuronatlas.version import code_version
 
 DEFAULT_EXPLAINER = "local:qwen2.5-coder-1.5b"
-FORMATS = ("pairs", "highlight")
+FORMATS = ("pairs", "highlight", "tokens")
 CHUNK = 8
 """Neurons per backend call: answers are cached as each chunk returns."""
 

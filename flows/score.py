@@ -2,7 +2,7 @@
 
 Each explanation is simulated on its neuron's calibration, valid and test records (top and
 random), and, as the permutation control, on another neuron's valid records (METHOD.md §3-4).
-The simulator reads digit probabilities from the prompt when it can (all-at-once, in-process
+The simulator reads digit probabilities from the prompt when it can (line by line or all at once, in-process
 models) and otherwise answers in JSON, one excerpt per request.
 """
 
@@ -19,6 +19,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.transactions import transaction
 
+from neuronatlas.adapters.embedding import Encoder
 from neuronatlas.adapters.llm import BackendOptions, check_backend, make_backend, parse_backend
 from neuronatlas.adapters.llm_cache import CachedBackend, warn_if_budget_ran_out
 from neuronatlas.adapters.plots import plot_real_vs_null
@@ -39,11 +40,22 @@ from neuronatlas.tasks.explain import (
     stage_tables,
     validate_staged,
 )
-from neuronatlas.tasks.score import layer_tables, retryable_failures, simulate_neuron, summary
+from neuronatlas.tasks.score import (
+    SCORERS,
+    SpanScorer,
+    explanation_sensitivity_of,
+    layer_tables,
+    retryable_failures,
+    simulate_neuron,
+    summary,
+)
 from neuronatlas.version import code_version
 
 DEFAULT_SIMULATOR = "local:qwen2.5-coder-1.5b"
-METHODS = ("auto", "all-at-once", "json")
+METHODS = ("auto", "line-by-line", "all-at-once", "json")
+LOCAL_METHOD = "line-by-line"
+"""What `auto` picks for in-process simulators: the method that listens (see the README's validity table)."""
+READS_DIGITS = ("line-by-line", "all-at-once")
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,7 @@ class ScorePlan:
     explanations_run: str
     explanations_manifest: dict[str, Any]
     method: str
+    scorers: tuple[str, ...]
 
 
 def _committed_explanations(storage: Storage, run: str | None) -> str:
@@ -64,24 +77,40 @@ def _committed_explanations(storage: Storage, run: str | None) -> str:
     raise InputError(f"{what} under {storage.uri()} (found: {', '.join(found) or 'none'}); run `neuronatlas explain`")
 
 
+def parse_scorers(value: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    unknown = [name for name in names if name not in SCORERS]
+    if unknown or not names:
+        raise InputError(f"--scorers {value}: expected a comma-separated list of {', '.join(SCORERS)}")
+    return names
+
+
 def check_score_inputs(
-    root: str, explanations: str | None, simulator: str, method: str, scale: int, options: BackendOptions | None = None
+    root: str,
+    explanations: str | None,
+    simulator: str,
+    method: str,
+    scale: int,
+    options: BackendOptions | None = None,
+    scorers: str = "simulation,embedding",
 ) -> ScorePlan:
     """Everything checkable before a model loads; the simulator too unless `options` is None
     (a backend object was passed in)."""
+    chosen_scorers = parse_scorers(scorers)
     spec = parse_backend(simulator, "--simulator")
-    if options is not None:
+    if options is not None and "simulation" in chosen_scorers:
         check_backend(simulator, "--simulator", options)
     if method not in METHODS:
         raise InputError(f"--method {method}: expected one of {', '.join(METHODS)}")
-    if method == "all-at-once" and spec.kind != "local":
-        raise InputError(f"--method all-at-once: {simulator} cannot read prompt probabilities; use --method json")
+    if method in READS_DIGITS and spec.kind != "local":
+        raise InputError(f"--method {method}: {simulator} cannot read prompt probabilities; use --method json")
     if not 1 <= scale <= 10:
         raise InputError(f"--scale {scale}: expected 1 to 10")
     storage = Storage.open(root)
     run = _committed_explanations(storage, explanations)
-    chosen = method if method != "auto" else ("all-at-once" if spec.kind == "local" else "json")
-    return ScorePlan(storage, run, storage.read_json(f"explanations/{run}/_manifest.json"), chosen)
+    chosen = method if method != "auto" else (LOCAL_METHOD if spec.kind == "local" else "json")
+    manifest = storage.read_json(f"explanations/{run}/_manifest.json")
+    return ScorePlan(storage, run, manifest, chosen, chosen_scorers)
 
 
 @dataclass(frozen=True)
@@ -101,17 +130,21 @@ def simulate_and_score(
     scale: int = 9,
     placeholder: str = "unknown",
     seed: int = 0,
+    scorers: str = "simulation,embedding",
     options: BackendOptions | None = None,
     backend: Any = None,
 ) -> ScoreResult:
-    """Simulate and score every explanation of a run; `backend` replaces `simulator` in tests."""
+    """Score every explanation of a run with each scorer (simulation: simulated activations;
+    embedding: span AUC) and the token-lookup baseline; `backend` replaces `simulator` in tests."""
     logger = get_run_logger()
     options = options or BackendOptions()
-    plan = check_score_inputs(root, explanations, simulator, method, scale, None if backend else options)
+    plan = check_score_inputs(root, explanations, simulator, method, scale, None if backend else options, scorers)
     storage = plan.storage
     llm = CachedBackend(backend or make_backend(simulator, "--simulator", options, storage), storage)
-    if plan.method == "all-at-once" and not llm.can_read_digits:
-        raise InputError(f"--method all-at-once: {llm.id} cannot read prompt probabilities")
+    if plan.method in READS_DIGITS and not llm.can_read_digits:
+        raise InputError(f"--method {plan.method}: {llm.id} cannot read prompt probabilities")
+    spans = SpanScorer(Encoder(options.device)) if "embedding" in plan.scorers else None
+    simulating = llm if "simulation" in plan.scorers else None
     activation_run = find_activation_run(storage, plan.explanations_manifest["activations_run"])
     neurons = [tuple(pair) for pair in plan.explanations_manifest["neurons"]]
     parameters = {
@@ -120,8 +153,10 @@ def simulate_and_score(
         "placeholder": placeholder,
         "seed": seed,
         "prompt_version": PROMPT_VERSION,
+        "scorers": list(plan.scorers),
+        "encoder": Encoder.id if spans else None,
     }
-    run = contract.run_id("s", plan.explanations_run, llm.id, parameters)
+    run = contract.run_id("s", plan.explanations_run, llm.id if simulating else None, parameters)
     partner = _control_partners(neurons, seed)
     paths = {
         "simulations": contract.simulations_path(run),
@@ -138,7 +173,7 @@ def simulate_and_score(
         "run_id": run,
         "explanations_run": plan.explanations_run,
         "activations_run": activation_run.run_id,
-        "simulator": llm.id,
+        "simulator": llm.id if simulating else None,
         "parameters": parameters,
         "code_version": code_version(),
         "prefect_flow_run_id": str(flow_run.get_id() or ""),
@@ -166,14 +201,16 @@ def simulate_and_score(
                 rows = explanation_table.filter(mask).to_pylist()
                 control = records.get(partner.get((layer, neuron), (-1, -1)))
                 outcomes.append(
-                    simulate_neuron(llm, records[(layer, neuron)], rows, control, plan.method, scale, placeholder)
+                    simulate_neuron(
+                        simulating, spans, records[(layer, neuron)], rows, control, plan.method, scale, placeholder
+                    )
                 )
                 done += 1
                 update(done, done)
             tables = layer_tables(layer, outcomes)
             retry = {"retryable_failures": retryable_failures(outcomes), "explanations_digest": digests[layer]}
             _commit(storage, paths, layer, tables, activation_run.d_mlp, scale, {**context, **retry})
-    return _finish(storage, paths, run, plan, llm, context, time.perf_counter() - started, bool(pending))
+    return _finish(storage, paths, run, plan, llm, context, time.perf_counter() - started, bool(pending), seed)
 
 
 def _explanations_digest(table: pa.Table, layer: int) -> str:
@@ -258,9 +295,16 @@ def _finish(
     context: dict,
     seconds: float,
     changed: bool,
+    seed: int,
 ) -> ScoreResult:
     scores = storage.read_parquet(paths["scores"], schema=contract.SCORES_SCHEMA).to_pandas()
-    figures = summary(scores)
+    sensitivity = None
+    if storage.list(paths["simulations"]) and storage.list(paths["control"]):
+        sensitivity = explanation_sensitivity_of(
+            storage.read_parquet(paths["simulations"], schema=contract.SIMULATIONS_SCHEMA).to_pandas(),
+            storage.read_parquet(paths["control"], schema=contract.CONTROL_SCHEMA).to_pandas(),
+        )
+    figures = summary(scores, sensitivity, seed)
     plot = f"{paths['scores']}/real_vs_null.png"
     if changed or not storage.exists(f"{paths['scores']}/_manifest.json"):
         storage.write_bytes(plot, plot_real_vs_null(scores, f"{run} · {llm.id.split('@')[0]} · {plan.method}"))
@@ -280,6 +324,13 @@ def _finish(
             if storage.list(path):
                 storage.write_json(f"{path}/_manifest.json", {**manifest, "dataset": name})
     logger = get_run_logger()
-    logger.info("scores: %s", figures)
+    logger.info("scores: %s", {name: value for name, value in figures.items() if name != "scorers"})
+    for name, gap in figures["scorers"].items():
+        if gap is None:
+            continue
+        verdict = "beats" if gap["significant"] else "does NOT significantly beat"
+        line = "%s: real %.3f vs null %.3f, gap %+.3f (95%% CI %+.3f..%+.3f, n=%d): %s its permutation null"
+        log = logger.info if gap["significant"] else logger.warning
+        log(line, name, gap["real"], gap["null"], gap["gap"], *gap["ci95"], gap["n"], verdict)
     warn_if_budget_ran_out(logger, llm)
     return ScoreResult(run, storage.uri(paths["scores"]), figures, storage.uri(plot))

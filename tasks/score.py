@@ -9,12 +9,48 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from neuronatlas.adapters.embedding import Encoder
 from neuronatlas.adapters.llm import GenerationParams, LLMBackend
+from neuronatlas.core.excerpts import Spans, auc, neuron_spans, selection_spans
 from neuronatlas.core.explain import NeuronRecords, Record, Simulation, json_simulations, score
-from neuronatlas.core.prompts import all_at_once_prompt, json_simulation_prompt
+from neuronatlas.core.prompts import ANSWER_PREFIX, all_at_once_prompt, json_simulation_prompt, line_by_line_prompt
 from neuronatlas.core.scoring import ExplanationScores, Score, best_explanation, pooled_correlation
+from neuronatlas.core.validity import Gap, explanation_sensitivity, lookup_null, paired_gap, token_lookup
 from neuronatlas.datasets import explanations as contract
 from neuronatlas.tasks.explain import float_list
+
+SCORERS = ("simulation", "embedding")
+"""What `--scorers` can name. The token-lookup baseline needs no model and always runs."""
+NOT_SIMULATED = "not simulated (--scorers without simulation)"
+NOT_EMBEDDED = Score(None, "not embedded (--scorers without embedding)")
+
+
+class SpanScorer:
+    """Embedding AUC of an explanation on a neuron's spans (METHOD.md §8), with the spans'
+    vectors computed once per neuron."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+        self._vectors: dict[tuple[int, int, str], tuple[Spans, np.ndarray]] = {}
+
+    def _spans(self, records: NeuronRecords, purpose: str) -> tuple[Spans, np.ndarray]:
+        key = (records.layer, records.neuron, purpose)
+        if key not in self._vectors:
+            spans = neuron_spans(records) if purpose == "score" else selection_spans(records)
+            self._vectors[key] = (spans, self.encoder.encode(spans.texts()))
+        return self._vectors[key]
+
+    def score(self, explanation: str, records: NeuronRecords | None, purpose: str = "score") -> Score:
+        """AUC of cosine(explanation, span) for activating vs quiet spans; null with the reason
+        when either kind of span is missing."""
+        if records is None:
+            return Score(None, "permutation control needs at least 2 neurons")
+        spans, vectors = self._spans(records, purpose)
+        if not spans.positive or not spans.negative:
+            which = "activating" if not spans.positive else "quiet"
+            return Score(None, f"no {which} spans in layer {records.layer} neuron {records.neuron}'s records")
+        query = self.encoder.encode([f"{ANSWER_PREFIX} {explanation}"])[0]
+        return Score(auc(vectors @ query, spans.labels), None)
 
 
 @dataclass
@@ -23,6 +59,9 @@ class ExplanationOutcome:
     explanation: str | None
     scores: ExplanationScores
     null: Score
+    embedding: Score = NOT_EMBEDDED
+    embedding_null: Score = NOT_EMBEDDED
+    selection: Score = NOT_EMBEDDED
     excerpts: list[Record] = field(default_factory=list)
     simulations: list[Simulation] = field(default_factory=list)
     control_excerpts: list[Record] = field(default_factory=list)
@@ -36,6 +75,8 @@ class NeuronOutcome:
     control_of: tuple[int, int] | None
     """The neuron whose records the control used."""
     explanations: list[ExplanationOutcome]
+    lookup: Score
+    lookup_null: Score
 
 
 def simulate(
@@ -45,8 +86,13 @@ def simulate(
     if not excerpts:
         return []
     tokens = [record.tokens for record in excerpts]
-    if method == "all-at-once":
-        readout = llm.read_digits(all_at_once_prompt(explanation, scale, placeholder), tokens)
+    if method in ("all-at-once", "line-by-line"):
+        prompt = (
+            all_at_once_prompt(explanation, scale, placeholder)
+            if method == "all-at-once"
+            else line_by_line_prompt(explanation, scale)
+        )
+        readout = llm.read_digits(prompt, tokens)
         if readout.failure is not None:
             return [Simulation(None, failure=readout.failure, retryable=True) for _ in excerpts]
         return [
@@ -62,7 +108,8 @@ def simulate(
 
 
 def simulate_neuron(
-    llm: LLMBackend,
+    llm: LLMBackend | None,
+    spans: SpanScorer | None,
     records: NeuronRecords,
     explanations: list[dict[str, Any]],
     control: NeuronRecords | None,
@@ -70,7 +117,8 @@ def simulate_neuron(
     scale: int,
     placeholder: str,
 ) -> NeuronOutcome:
-    """Simulate and score each explanation of a neuron, and its permutation control."""
+    """Score each explanation of a neuron with the chosen scorers (simulation when `llm` is given,
+    embedding when `spans` is), and the same explanation on its permutation-control partner."""
     outcomes = []
     for row in explanations:
         text = row["explanation"]
@@ -78,26 +126,48 @@ def simulate_neuron(
             reason = f"no explanation: {row['failure_reason']}"
             null = Score(None, reason)
             nulls = ExplanationScores(null, null, null, null, null, null, failure_reason=reason)
-            outcomes.append(ExplanationOutcome(row["explanation_id"], None, nulls, null))
+            outcomes.append(ExplanationOutcome(row["explanation_id"], None, nulls, null, null, null, null))
             continue
-        excerpts = records.scored()
-        control_excerpts = control.control() if control is not None else []
-        simulations = simulate(llm, text, excerpts + control_excerpts, method, scale, placeholder)
-        own, others = simulations[: len(excerpts)], simulations[len(excerpts) :]
-        outcomes.append(
-            ExplanationOutcome(
-                row["explanation_id"],
-                text,
-                score(excerpts, own),
-                _null_score(control_excerpts, others, control),
-                excerpts,
-                own,
-                control_excerpts,
-                others,
-            )
-        )
+        outcome = _simulated(llm, row["explanation_id"], text, records, control, method, scale, placeholder)
+        if spans is not None:
+            outcome.embedding = spans.score(text, records)
+            outcome.embedding_null = spans.score(text, control)
+            outcome.selection = spans.score(text, records, purpose="select")
+        outcomes.append(outcome)
     control_of = (control.layer, control.neuron) if control is not None else None
-    return NeuronOutcome(records.layer, records.neuron, control_of, outcomes)
+    baseline = token_lookup(records).scores.top_and_random_score
+    baseline_null = lookup_null(records, control) if control is not None else Score(None, "no control partner")
+    return NeuronOutcome(records.layer, records.neuron, control_of, outcomes, baseline, baseline_null)
+
+
+def _simulated(
+    llm: LLMBackend | None,
+    explanation_id: int,
+    text: str,
+    records: NeuronRecords,
+    control: NeuronRecords | None,
+    method: str,
+    scale: int,
+    placeholder: str,
+) -> ExplanationOutcome:
+    if llm is None:
+        null = Score(None, NOT_SIMULATED)
+        nulls = ExplanationScores(null, null, null, null, null, null, failure_reason=NOT_SIMULATED)
+        return ExplanationOutcome(explanation_id, text, nulls, null)
+    excerpts = records.scored()
+    control_excerpts = control.control() if control is not None else []
+    simulations = simulate(llm, text, excerpts + control_excerpts, method, scale, placeholder)
+    own, others = simulations[: len(excerpts)], simulations[len(excerpts) :]
+    return ExplanationOutcome(
+        explanation_id,
+        text,
+        score(excerpts, own),
+        _null_score(control_excerpts, others, control),
+        excerpts=excerpts,
+        simulations=own,
+        control_excerpts=control_excerpts,
+        control_simulations=others,
+    )
 
 
 def _null_score(excerpts: list[Record], simulations: list[Simulation], control: NeuronRecords | None) -> Score:
@@ -125,19 +195,28 @@ def layer_tables(layer: int, outcomes: list[NeuronOutcome]) -> dict[str, pa.Tabl
     control: list[dict[str, Any]] = []
     scores: list[dict[str, Any]] = []
     for neuron in outcomes:
-        best = best_explanation([e.scores.top_and_random_score.value for e in neuron.explanations])
+        best = _best(neuron.explanations)
         for index, outcome in enumerate(neuron.explanations):
             key = {"layer": layer, "neuron": neuron.neuron, "explanation_id": outcome.explanation_id}
             simulations += _simulation_rows(key, outcome.excerpts, outcome.simulations)
             if neuron.control_of is not None:
                 extra = {"record_layer": neuron.control_of[0], "record_neuron": neuron.control_of[1]}
                 control += _simulation_rows({**key, **extra}, outcome.control_excerpts, outcome.control_simulations)
-            scores.append(_score_row(key, outcome, neuron.control_of, is_best=index == best))
+            scores.append(_score_row(key, outcome, neuron, is_best=index == best))
     return {
         "simulations": pa.Table.from_pylist(simulations, schema=contract.SIMULATIONS_SCHEMA),
         "control": pa.Table.from_pylist(control, schema=contract.CONTROL_SCHEMA),
         "scores": pa.Table.from_pylist(scores, schema=contract.SCORES_SCHEMA),
     }
+
+
+def _best(explanations: list[ExplanationOutcome]) -> int | None:
+    """The best sample: by the embedding AUC on train/calibration spans when there is one (never
+    valid or test), else by the simulation's top-and-random score."""
+    selection = [e.selection.value for e in explanations]
+    if any(value is not None for value in selection):
+        return best_explanation(selection)
+    return best_explanation([e.scores.top_and_random_score.value for e in explanations])
 
 
 def _simulation_rows(
@@ -159,9 +238,10 @@ def _simulation_rows(
 
 
 def _score_row(
-    key: dict[str, Any], outcome: ExplanationOutcome, control_of: tuple[int, int] | None, is_best: bool
+    key: dict[str, Any], outcome: ExplanationOutcome, neuron: NeuronOutcome, is_best: bool
 ) -> dict[str, Any]:
     scores = outcome.scores
+    control_of = neuron.control_of
     masses = [s.digit_mass for s in outcome.simulations if s.digit_mass is not None]
     return {
         **key,
@@ -173,37 +253,101 @@ def _score_row(
         "null_layer": control_of[0] if control_of else None,
         "null_neuron": control_of[1] if control_of else None,
         "mean_digit_mass": float(np.mean(np.concatenate(masses))) if masses else None,
+        "embedding_auc": outcome.embedding.value,
+        "embedding_null": outcome.embedding_null.value,
+        "embedding_failure_reason": outcome.embedding.reason,
+        "embedding_null_failure_reason": outcome.embedding_null.reason,
+        "selection_auc": outcome.selection.value,
+        "lookup_score": neuron.lookup.value,
+        "lookup_null": neuron.lookup_null.value,
         "is_best": is_best,
     }
 
 
-def summary(scores: pd.DataFrame) -> dict[str, Any]:
+SCORER_COLUMNS = {
+    "simulation": ("top_and_random_score", "null_score"),
+    "embedding": ("embedding_auc", "embedding_null"),
+    "lookup baseline": ("lookup_score", "lookup_null"),
+}
+"""Each scorer's real and permutation-null columns in the scores table."""
+
+
+def summary(scores: pd.DataFrame, sensitivity: float | None = None, seed: int = 0) -> dict[str, Any]:
     """The run's figures: means of every score over scored explanations (and of the best per
-    neuron), the permutation null and the paired gap, failures."""
+    neuron), failures, and per scorer the real and permutation-null means with the paired gap and
+    its bootstrap 95% interval; a gap whose interval reaches 0 is flagged not significant."""
 
     def mean(values: pd.Series) -> float | None:
         values = values.dropna()
         return round(float(values.mean()), 4) if len(values) else None
 
     best = scores[scores["is_best"]]
-    paired = scores.dropna(subset=["top_and_random_score", "null_score"])
-    gap = paired["top_and_random_score"] - paired["null_score"]
+    failed = scores["failure_reason"].notna() & (scores["failure_reason"] != NOT_SIMULATED)
     return {
         "neurons": int(scores[["layer", "neuron"]].drop_duplicates().shape[0]),
         "explanations": len(scores),
         "scored": int(scores["top_and_random_score"].notna().sum()),
-        "failed": int(scores["failure_reason"].notna().sum()),
-        "failures": {str(k): int(v) for k, v in scores["failure_reason"].dropna().value_counts().items()},
+        "failed": int(failed.sum()),
+        "failures": {str(k): int(v) for k, v in scores.loc[failed, "failure_reason"].value_counts().items()},
         "mean_top_and_random": mean(scores["top_and_random_score"]),
         "mean_random_only": mean(scores["random_only_score"]),
         "mean_best_top_and_random": mean(best["top_and_random_score"]),
         "mean_best_test": mean(best["test_score"]),
+        "mean_best_embedding_auc": mean(best["embedding_auc"]),
         "mean_null": mean(scores["null_score"]),
         "null_quantiles": _quantiles(scores["null_score"]),
-        "mean_gap_real_minus_null": round(float(gap.mean()), 4) if len(gap) else None,
-        "real_above_null": f"{int((gap > 0).sum())} of {len(gap)}",
         "mean_digit_mass": mean(scores["mean_digit_mass"]),
+        "explanation_sensitivity": None if sensitivity is None else round(sensitivity, 4),
+        "scorers": {name: scorer_gap(scores, name, seed) for name in SCORER_COLUMNS},
     }
+
+
+def scorer_gap(scores: pd.DataFrame, scorer: str, seed: int = 0) -> dict[str, Any] | None:
+    """Real vs permutation null of one scorer over the neurons with paired rows (each neuron's
+    samples averaged; n counts neurons); None when no row has both."""
+    real, null = SCORER_COLUMNS[scorer]
+    paired = scores.dropna(subset=[real, null])
+    if paired.empty:
+        return None
+    # a neuron's samples are not independent: average them, then resample neurons
+    per_neuron = paired.groupby(["layer", "neuron"])[[real, null]].mean()
+    gap: Gap = paired_gap(per_neuron[real].tolist(), per_neuron[null].tolist(), np.random.default_rng(seed))
+    return {
+        "real": round(float(per_neuron[real].mean()), 4),
+        "null": round(float(per_neuron[null].mean()), 4),
+        "gap": round(gap.mean, 4),
+        "ci95": [round(gap.low, 4), round(gap.high, 4)],
+        "n": gap.n,
+        "real_above_null": int((per_neuron[real] > per_neuron[null]).sum()),
+        "significant": bool(gap.low > 0),
+    }
+
+
+def explanation_sensitivity_of(simulations: pd.DataFrame, control: pd.DataFrame) -> float | None:
+    """Mean pairwise correlation of the simulations of different explanations on the same
+    excerpts: a neuron's samples on its own records, and a partner's explanation (in the control)
+    against the neuron's own on its valid records. Near 1: the simulator ignores the explanation."""
+    own = simulations.assign(record_layer=simulations["layer"], record_neuron=simulations["neuron"])
+    rows = pd.concat([own, control], ignore_index=True).dropna(subset=["simulated_activations"])
+    if rows.empty:
+        return None
+    rows = rows[rows["split"] == "valid"]
+    per_group = []
+    for _, group in rows.groupby(["record_layer", "record_neuron"]):
+        by_explanation = {
+            key: dict(zip(part["sequence_id"], part["simulated_activations"], strict=True))
+            for key, part in group.groupby(["layer", "neuron", "explanation_id"])
+        }
+        shared = set.intersection(*(set(values) for values in by_explanation.values()))
+        if len(by_explanation) < 2 or not shared:
+            continue
+        order = sorted(shared)
+        value = explanation_sensitivity(
+            [[np.asarray(values[s], dtype=np.float64) for s in order] for values in by_explanation.values()]
+        )
+        if value is not None:
+            per_group.append(value)
+    return float(np.mean(per_group)) if per_group else None
 
 
 def _quantiles(values: pd.Series) -> dict[str, float] | None:

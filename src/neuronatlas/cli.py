@@ -28,6 +28,7 @@ def _flows() -> Any:
     import neuronatlas.flows.extract
     import neuronatlas.flows.ingest
     import neuronatlas.flows.score
+    import neuronatlas.flows.validity
 
     quiet_user_errors()
     return neuronatlas.flows
@@ -150,7 +151,10 @@ def explain(
     neurons: Annotated[str, typer.Option(help="A count (seeded sample) or a list like 5:12,6:40.")] = "24",
     explainer: Annotated[str, typer.Option(help="local:<model> or openai:<model>.")] = "local:qwen2.5-coder-1.5b",
     samples: Annotated[int, typer.Option(help="Explanations sampled per neuron.")] = 3,
-    prompt_format: Annotated[str, typer.Option(help="pairs (the paper's) or highlight.")] = "pairs",
+    prompt_format: Annotated[
+        str,
+        typer.Option(help="pairs (the paper's), highlight, or tokens (strongest tokens listed, then marked excerpts)."),
+    ] = "pairs",
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
     max_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 60,
     scale: Annotated[int, typer.Option(help="Activations shown as 0..scale (9 for local models).")] = 9,
@@ -211,10 +215,15 @@ def score(
     root: Root = "./atlas",
     explanations: Annotated[str | None, typer.Option(help="Explanation run id (default: the only one).")] = None,
     simulator: Annotated[str, typer.Option(help="local:<model> or openai:<model>.")] = "local:qwen2.5-coder-1.5b",
-    method: Annotated[str, typer.Option(help="auto, all-at-once (local) or json.")] = "auto",
+    method: Annotated[
+        str, typer.Option(help="auto, line-by-line or all-at-once (local: digit probabilities), or json.")
+    ] = "auto",
     scale: Annotated[int, typer.Option(help="Simulated activations on 0..scale.")] = 9,
     placeholder: Annotated[str, typer.Option(help="All-at-once: what stands for the unknown activation.")] = "unknown",
     seed: Annotated[int, typer.Option(help="Seed of the permutation control.")] = 0,
+    scorers: Annotated[
+        str, typer.Option(help="simulation (simulated activations), embedding (span AUC), or both.")
+    ] = "simulation,embedding",
     base_url: BaseUrl = None,
     concurrency: Concurrency = 8,
     budget_tokens: BudgetTokens = None,
@@ -227,7 +236,8 @@ def score(
     poll_seconds: PollSeconds = 30.0,
     max_wait_seconds: MaxWait = None,
 ) -> None:
-    """Simulate every explanation of a run on held-out records and score it, with a permutation control."""
+    """Score every explanation of a run on held-out records (simulation and embedding scorers, and
+    the token-lookup baseline), each against a permutation control."""
     configure_environment()
     from neuronatlas.flows.score import check_score_inputs
 
@@ -244,7 +254,7 @@ def score(
         poll_s=poll_seconds,
         max_wait_s=max_wait_seconds,
     )
-    check_score_inputs(root, explanations, simulator, method, scale, options)
+    check_score_inputs(root, explanations, simulator, method, scale, options, scorers)
     result = _flows().score.simulate_and_score(
         root=root,
         explanations=explanations,
@@ -253,19 +263,78 @@ def score(
         scale=scale,
         placeholder=placeholder,
         seed=seed,
+        scorers=scorers,
         options=options,
     )
     figures = result.summary
-    typer.echo(f"scores: run {result.run_id}: {figures['scored']} of {figures['explanations']} explanations scored")
+    typer.echo(f"scores: run {result.run_id}: {figures['explanations']} explanations of {figures['neurons']} neurons")
+    typer.echo(f"  {'scorer':<16} {'real':>7} {'null':>7} {'gap':>7}  95% CI            n  verdict")
+    for name, gap in figures["scorers"].items():
+        if gap is None:
+            typer.echo(f"  {name:<16} not run")
+            continue
+        verdict = "beats its null" if gap["significant"] else "NOT significant"
+        interval = f"{gap['ci95'][0]:+.3f}..{gap['ci95'][1]:+.3f}"
+        typer.echo(
+            f"  {name:<16} {gap['real']:>7.3f} {gap['null']:>7.3f} {gap['gap']:>+7.3f}  {interval:<16} "
+            f"{gap['n']:>3}  {verdict}"
+        )
     typer.echo(
-        f"  mean top-and-random {figures['mean_top_and_random']}, random-only {figures['mean_random_only']}, "
-        f"best-on-valid test {figures['mean_best_test']}"
-    )
-    typer.echo(
-        f"  permutation null {figures['mean_null']}, gap {figures['mean_gap_real_minus_null']} "
-        f"(real above null: {figures['real_above_null']})"
+        f"  simulation: digit mass {figures['mean_digit_mass']}, explanation sensitivity "
+        f"{figures['explanation_sensitivity']} (1.0: ignores the explanation)"
     )
     typer.echo(f"  {result.scores_uri}\n  picture: {result.plot_uri}")
+
+
+@app.command()
+def validity(
+    root: Root = "./atlas",
+    activations: Annotated[str | None, typer.Option(help="Activation run id (default: the only one).")] = None,
+    layers: Annotated[str, typer.Option(help="auto (3 spread over the extracted), or like 5,15,25.")] = "auto",
+    neurons: Annotated[int, typer.Option(help="Neurons, shared evenly among the layers.")] = 24,
+    formats: Annotated[
+        str, typer.Option(help="Explainer prompt formats to compare: pairs,highlight,tokens.")
+    ] = "pairs",
+    samples: Annotated[int, typer.Option(help="Explanations per neuron.")] = 2,
+    scorers: Annotated[str, typer.Option(help="simulation, embedding, or both.")] = "simulation,embedding",
+    methods: Annotated[
+        str, typer.Option(help="Simulation methods to compare: auto, line-by-line, all-at-once, json.")
+    ] = "auto",
+    explainer: Annotated[str, typer.Option(help="local:<model> or openai:<model>.")] = "local:qwen2.5-coder-1.5b",
+    simulator: Annotated[str, typer.Option(help="local:<model> or openai:<model>.")] = "local:qwen2.5-coder-1.5b",
+    seed: Annotated[int, typer.Option(help="Seed of the neuron sample, the sampling and the null.")] = 0,
+    oracles: Annotated[bool, typer.Option(help="Also score the oracle neurons.")] = True,
+    base_url: BaseUrl = None,
+    concurrency: Concurrency = 8,
+    llm_device: LlmDevice = "auto",
+    llm_dtype: LlmDtype = "bf16",
+) -> None:
+    """Measure whether the scores mean anything: every scorer against its permutation null over a
+    spread of neurons, with the token-lookup baseline and oracle neurons; writes a report."""
+    configure_environment()
+    from neuronatlas.flows.validity import check_validity_inputs
+
+    options = _options(base_url=base_url, concurrency=concurrency, device=llm_device, dtype=llm_dtype)
+    check_validity_inputs(
+        root, activations, layers, neurons, formats, scorers, methods, seed, explainer, simulator, options
+    )
+    result = _flows().validity.validity(
+        root=root,
+        activations=activations,
+        layers=layers,
+        neurons=neurons,
+        formats=formats,
+        samples=samples,
+        scorers=scorers,
+        methods=methods,
+        explainer=explainer,
+        simulator=simulator,
+        seed=seed,
+        oracles=oracles,
+        options=options,
+    )
+    typer.echo(result.report)
+    typer.echo(f"report: {result.report_uri}\npicture: {result.plot_uri}")
 
 
 @app.command()

@@ -3,6 +3,7 @@ shipped subject model and real GE suites; the LLM is the scripted fake (`Scripte
 tier tests the plumbing (the integration tier runs real LLMs)."""
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -14,6 +15,9 @@ from neuronatlas.flows.extract import extract_activations
 from neuronatlas.flows.ingest import ingest_corpus
 from neuronatlas.flows.score import simulate_and_score
 from tests.support import ScriptedBackend, small_jsonl_corpus
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SMALL = {"top_k": 5, "random_k": 4, "limit": 48, "batch_size": 16}
 SELECTION = {"layers": "0,2", "neurons": "6", "samples": 3}
@@ -75,24 +79,63 @@ def test_explain_then_score_commits_validated_datasets(root: str) -> None:
     assert set(control["split"]) == {"valid"}
     assert ((control["record_layer"] != control["layer"]) | (control["record_neuron"] != control["neuron"])).all()
     assert explained_rows["null_neuron"].notna().all()
-    # exactly one best explanation per neuron, chosen on valid
+    # exactly one best sample per neuron, chosen by the embedding AUC on train/calibration spans
     best = scores[scores["is_best"]]
-    with_a_score = explained_rows[explained_rows["top_and_random_score"].notna()]
-    assert len(best) == with_a_score[["layer", "neuron"]].drop_duplicates().shape[0] > 0
+    rankable = explained_rows[explained_rows["selection_auc"].notna()]
+    assert len(best) == rankable[["layer", "neuron"]].drop_duplicates().shape[0] > 0
+    for (_layer, _neuron), group in rankable.groupby(["layer", "neuron"]):
+        assert group[group["is_best"]]["selection_auc"].iloc[0] == group["selection_auc"].max()
     # a simulation that marks nothing is undefined, not zero
     constant = scores[scores["failure_reason"] == "constant simulated activations"]
     assert constant["top_and_random_score"].isna().all()
-    for (_layer, _neuron), group in with_a_score.groupby(["layer", "neuron"]):
-        top = group["top_and_random_score"].max()
-        assert group[group["is_best"]]["top_and_random_score"].iloc[0] == top
+    check_excerpt_scores(scores)
     # the scripted explanations point at the strongest train token: they beat the null
     figures = scored.summary
     assert figures["mean_best_top_and_random"] > figures["mean_null"]
+    assert set(figures["scorers"]) == {"simulation", "embedding", "lookup baseline"}
+    simulation = figures["scorers"]["simulation"]
+    paired = explained_rows.dropna(subset=["top_and_random_score", "null_score"])
+    assert simulation["n"] == paired[["layer", "neuron"]].drop_duplicates().shape[0]  # neurons, samples averaged
+    assert simulation["ci95"][0] <= simulation["gap"] <= simulation["ci95"][1]
+    assert simulation["significant"] == (simulation["ci95"][0] > 0)
+    assert -1 <= figures["explanation_sensitivity"] <= 1
     manifest = storage.read_json(f"{contract.scores_path(scored.run_id)}/_manifest.json")
     assert manifest["summary"] == figures
     assert manifest["simulator"] == "scripted:v1"
     assert manifest["explanations_run"] == explained.run_id
     assert storage.exists(f"{contract.scores_path(scored.run_id)}/real_vs_null.png")
+
+
+def check_excerpt_scores(scores: "pd.DataFrame") -> None:
+    """The embedding scorer (a value or the reason there is none) and the lookup baseline, each
+    with its own null."""
+    explained_rows = scores[scores["explanation"].notna()]
+    embedded = explained_rows["embedding_auc"].notna()
+    assert (embedded != explained_rows["embedding_failure_reason"].notna()).all()
+    assert explained_rows.loc[embedded, "embedding_auc"].between(0, 1).all() and embedded.sum() >= 6
+    assert explained_rows["embedding_failure_reason"].dropna().str.match(r"no (activating|quiet) spans").all()
+    assert scores[scores["explanation"].isna()]["embedding_auc"].isna().all()
+    assert scores.groupby(["layer", "neuron"])["lookup_score"].nunique(dropna=False).eq(1).all()
+
+
+def test_embedding_only_scoring_asks_the_simulator_nothing(root: str) -> None:
+    explain_neurons(root=root, backend=ScriptedBackend(), **SELECTION)
+    simulator = ScriptedBackend()
+    scored = simulate_and_score(root=root, backend=simulator, scorers="embedding")
+    assert simulator.usage.calls == 0
+    storage = Storage.open(root)
+    scores = storage.read_parquet(contract.scores_path(scored.run_id)).to_pandas()
+    explained = scores[scores["explanation"].notna()]
+    assert explained["top_and_random_score"].isna().all()
+    assert (explained["embedding_auc"].notna() != explained["embedding_failure_reason"].notna()).all()
+    assert set(explained["failure_reason"]) == {"not simulated (--scorers without simulation)"}
+    assert scored.summary["failed"] == len(scores) - len(explained)  # only the explainer's failures
+    assert scored.summary["scorers"]["simulation"] is None
+    rankable = explained[explained["selection_auc"].notna()]
+    assert scores["is_best"].sum() == rankable[["layer", "neuron"]].drop_duplicates().shape[0]
+    assert not storage.list(contract.simulations_path(scored.run_id))
+    with pytest.raises(InputError, match="--scorers embedding,detection: expected"):
+        simulate_and_score(root=root, backend=simulator, scorers="embedding,detection")
 
 
 def test_a_rerun_makes_no_llm_call(root: str) -> None:
@@ -196,3 +239,35 @@ def test_a_budget_stops_cleanly_and_a_rerun_asks_only_for_the_rest(root: str) ->
     scores = Storage.open(root).read_parquet(contract.scores_path(later.run_id)).to_pandas()
     assert not scores["failure_reason"].fillna("").str.contains("budget exhausted").any()
     assert early.summary["explanations"] == later.summary["explanations"] == 18
+
+
+def test_validity_harness_reports_every_scorer_against_its_null(root: str) -> None:
+    from neuronatlas.flows.validity import validity
+
+    explainer, simulator = ScriptedBackend(), ScriptedBackend()
+    result = validity(root=root, neurons=6, samples=1, explainer_backend=explainer, simulator_backend=simulator, seed=0)
+    storage = Storage.open(root)
+    manifest = storage.read_json(f"validity/{result.run_id}/_manifest.json")
+    assert [row["scorer"] for row in manifest["rows"]] == ["simulation", "embedding", "lookup baseline"]
+    assert len(manifest["neurons"]) == 6 and manifest["layers"] == [0, 2]  # shared evenly: 3 per layer
+    assert sum(layer == 0 for layer, _ in manifest["neurons"]) == 3
+    scores = storage.read_parquet(contract.scores_path(manifest["runs"]["pairs"]["scores"])).to_pandas()
+    simulation, embedding, lookup = manifest["rows"]
+
+    def neurons_with(real: str, null: str) -> int:
+        return scores.dropna(subset=[real, null])[["layer", "neuron"]].drop_duplicates().shape[0]
+
+    assert simulation["n"] == neurons_with("top_and_random_score", "null_score") >= 1
+    assert embedding["n"] == neurons_with("embedding_auc", "embedding_null") >= 3
+    assert lookup["n"] == neurons_with("lookup_score", "lookup_null")
+    for row in manifest["rows"]:
+        assert row["ci95"][0] <= row["gap"] <= row["ci95"][1]
+    # the scripted explanations name the strongest train token, and the simulator marks it
+    assert simulation["real"] > simulation["null"]
+    # oracle neurons: the lookup baseline recovers a neuron that fires on one token class
+    oracles = {row["oracle"]: row for row in manifest["oracles"]}
+    assert set(oracles) == {"digits", "the", "comma", "of"}
+    assert all(row["lookup baseline"] > 0.9 > row["lookup_null"] for row in oracles.values())
+    report = storage.read_bytes(f"validity/{result.run_id}/report.md").decode()
+    assert "| pairs | simulation |" in report and "## Oracle neurons" in report
+    assert storage.read_bytes(f"validity/{result.run_id}/gaps.png").startswith(b"\x89PNG")

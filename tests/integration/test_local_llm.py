@@ -7,7 +7,15 @@ import torch
 
 from neuronatlas.adapters.llm import GenerationParams
 from neuronatlas.adapters.local_llm import LocalBackend
-from neuronatlas.core.prompts import ActivationRecord, all_at_once_prompt, explainer_prompt, token_line_pieces
+from neuronatlas.core.prompts import (
+    EXCERPT_MARK,
+    ActivationRecord,
+    all_at_once_prompt,
+    explainer_prompt,
+    line_by_line_prompt,
+    line_start,
+    token_line_pieces,
+)
 
 MODEL = "qwen2.5-coder-0.5b"
 EXCERPTS = [
@@ -66,3 +74,27 @@ def test_the_explanation_changes_the_simulation(backend: LocalBackend) -> None:
     years = backend.read_digits(all_at_once_prompt("years written as four-digit numbers.", 9), EXCERPTS[:1])
     verbs = backend.read_digits(all_at_once_prompt("verbs in the past tense.", 9), EXCERPTS[:1])
     assert years.expected != verbs.expected
+
+
+def test_line_by_line_equals_greedy_generation_on_the_whole_text(backend: LocalBackend) -> None:
+    """Jacobi passes over batched, right-padded rows reproduce greedy generation: one plain forward
+    pass per token line over the whole text, each line's digit the previous step's argmax."""
+    prompt = line_by_line_prompt('the word "of".', scale=9)
+    readout = LocalBackend(MODEL, device="cpu", dtype="fp32", batch_size=2, line_passes=12).read_digits(
+        prompt, EXCERPTS
+    )
+    assert readout.failure is None
+    model, tokenizer = backend._load()
+    digits = backend.digit_ids(9)
+    head, tail = backend._render(prompt.prefix).split(EXCERPT_MARK)
+    for tokens, values, mass in zip(EXCERPTS, readout.expected, readout.digit_mass, strict=True):
+        text = head + "".join(tokens).strip() + tail
+        for token, value, share in zip(tokens, values, mass, strict=True):
+            text += line_start(token)
+            with torch.inference_mode():
+                logits = model(input_ids=torch.tensor([tokenizer.encode(text, add_special_tokens=False)])).logits
+            probabilities = logits[0, -1].float().softmax(-1)[digits]
+            assert value == pytest.approx(float(probabilities @ torch.arange(10.0) / probabilities.sum()), abs=1e-3)
+            assert share == pytest.approx(float(probabilities.sum()), abs=1e-4)
+            text += f"{int(probabilities.argmax())}\n"
+    assert min(min(mass) for mass in readout.digit_mass) > 0.5  # the format makes it answer with digits

@@ -121,6 +121,26 @@ RECORD = ActivationRecord(
 )
 
 
+# fmt: off
+TOKENS_SYSTEM = (
+    'We are studying neurons in a neural network. Each neuron looks for one particular thing in a short document. Look at the parts of the document the neuron activates for and summarise in a single sentence what the neuron is looking for. Quote the tokens when there are few.\n'
+    '\n'
+    'First comes a list of the tokens the neuron fires on most, with their mean activation from 0 to 9; then excerpts with the strongly activating tokens marked <<like this>>. Say which tokens the neuron fires on (and in what context, when the context matters), not what the excerpts are about: a good answer names the tokens or their kind.'
+)
+TOKENS_NEURON = (
+    'Neuron 3\n'
+    'Tokens:\n'
+    'Strongest tokens (mean activation 0-9 where the token occurs):\n'
+    '" Eiffel"\t9.0\t(seen 1x)\n'
+    '" Tower"\t4.0\t(seen 1x)\n'
+    '\n'
+    'Excerpt 1: The <<Eiffel>> <<Tower>>\\n is tall and old too indeed.\n'
+    '\n'
+    'Explanation of neuron 3 behaviour:'
+)
+# fmt: on
+
+
 def test_normalise_floors_relu_over_the_max() -> None:
     assert normalise([0.0, 2.0, 1.0, -0.5, 1.99], 2.0, 9) == [0, 9, 4, 0, 8]
     assert normalise([0.0, 3.0], 2.0, 9) == [0, 9]  # clamped
@@ -142,6 +162,12 @@ def test_highlight_prompt_exact_text() -> None:
     prompt = explainer_prompt([RECORD], "highlight", 9)
     assert prompt.messages[0][1] == HIGHLIGHT_SYSTEM
     assert prompt.messages[-1][1] == HIGHLIGHT_NEURON
+
+
+def test_tokens_prompt_exact_text() -> None:
+    prompt = explainer_prompt([RECORD], "tokens", 9)
+    assert prompt.messages[0][1] == TOKENS_SYSTEM
+    assert prompt.messages[-1][1] == TOKENS_NEURON
 
 
 def test_all_at_once_prompt_exact_text() -> None:

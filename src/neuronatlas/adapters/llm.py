@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from neuronatlas.core.prompts import AllAtOncePrompt, ChatPrompt
+from neuronatlas.core.prompts import AllAtOncePrompt, ChatPrompt, LineByLinePrompt
 from neuronatlas.errors import InputError
 
 
@@ -87,7 +87,9 @@ class LLMBackend(Protocol):
 
     def generate(self, prompts: Sequence[ChatPrompt], params: GenerationParams) -> list[Generation]: ...
 
-    def read_digits(self, prompt: AllAtOncePrompt, excerpts: Sequence[Sequence[str]]) -> DigitReadout: ...
+    def read_digits(
+        self, prompt: AllAtOncePrompt | LineByLinePrompt, excerpts: Sequence[Sequence[str]]
+    ) -> DigitReadout: ...
 
 
 @dataclass(frozen=True)

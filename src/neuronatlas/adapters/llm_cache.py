@@ -12,7 +12,7 @@ from typing import Any
 
 from neuronatlas.adapters.llm import DigitReadout, Generation, GenerationParams, LLMBackend, Usage
 from neuronatlas.adapters.storage import Storage
-from neuronatlas.core.prompts import AllAtOncePrompt, ChatPrompt
+from neuronatlas.core.prompts import AllAtOncePrompt, ChatPrompt, LineByLinePrompt
 
 CACHE_DIR = "llm_cache"
 
@@ -78,19 +78,19 @@ class CachedBackend:
                     self.storage.write_json(self._path(keys[index]), asdict(answer))
         return [found[index] for index in range(len(prompts))]
 
-    def read_digits(self, prompt: AllAtOncePrompt, excerpts: Sequence[Sequence[str]]) -> DigitReadout:
-        keys = [
-            _key(
-                self.id,
+    def read_digits(
+        self, prompt: AllAtOncePrompt | LineByLinePrompt, excerpts: Sequence[Sequence[str]]
+    ) -> DigitReadout:
+        if isinstance(prompt, AllAtOncePrompt):
+            kind: tuple[Any, ...] = (
                 "read_digits",
                 prompt.prefix.messages,
                 prompt.prefix.answer_prefix,
                 prompt.placeholder,
-                prompt.scale,
-                list(tokens),
             )
-            for tokens in excerpts
-        ]
+        else:
+            kind = ("read_lines", prompt.prefix.messages, prompt.prefix.answer_prefix)
+        keys = [_key(self.id, *kind, prompt.scale, list(tokens)) for tokens in excerpts]
         found: dict[int, tuple[tuple[float, ...], tuple[float, ...]]] = {}
         for index, key in enumerate(keys):
             entry = self._get(key)

@@ -16,7 +16,14 @@ import torch
 from neuronatlas.adapters.extraction import pick_device
 from neuronatlas.adapters.llm import DigitReadout, Generation, GenerationParams, Usage
 from neuronatlas.adapters.models import load_model, load_tokenizer, resolve_model
-from neuronatlas.core.prompts import AllAtOncePrompt, ChatPrompt, token_line_pieces
+from neuronatlas.core.prompts import (
+    EXCERPT_MARK,
+    AllAtOncePrompt,
+    ChatPrompt,
+    LineByLinePrompt,
+    line_start,
+    token_line_pieces,
+)
 from neuronatlas.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -30,7 +37,12 @@ class LocalBackend:
     can_read_digits = True
 
     def __init__(
-        self, model: str = DEFAULT_LOCAL_MODEL, device: str = "auto", dtype: str = "bf16", batch_size: int = 8
+        self,
+        model: str = DEFAULT_LOCAL_MODEL,
+        device: str = "auto",
+        dtype: str = "bf16",
+        batch_size: int = 8,
+        line_passes: int = 4,
     ) -> None:
         self.source = resolve_model(model)
         self.device = pick_device(device)
@@ -38,6 +50,7 @@ class LocalBackend:
         if self.dtype is None:
             raise InputError(f"local LLM dtype {dtype}: expected bf16 or fp32")
         self.batch_size = batch_size
+        self.line_passes = line_passes
         self.id = f"local:{self.source.slug}@sha256:{self.source.checksum}"
         self.usage = Usage()
         self._model: Any = None
@@ -50,6 +63,13 @@ class LocalBackend:
             self._tokenizer = load_tokenizer(self.source)
             self._model = load_model(self.source, cache_dtype=self.dtype).to(self.device, self.dtype).eval()
         return self._model, self._tokenizer
+
+    def release(self) -> None:
+        """Drop the loaded model (the next call loads it again): frees memory for another model."""
+        import gc
+
+        self._model = None
+        gc.collect()
 
     def _render(self, prompt: ChatPrompt) -> str:
         _, tokenizer = self._load()
@@ -111,49 +131,108 @@ class LocalBackend:
             raise InputError(f"simulator {self.source.spec}: its tokenizer splits {', '.join(split)}; use scale 9")
         return [pieces[0] for pieces in ids]
 
-    def read_digits(self, prompt: AllAtOncePrompt, excerpts: Sequence[Sequence[str]]) -> DigitReadout:
+    def read_digits(
+        self, prompt: AllAtOncePrompt | LineByLinePrompt, excerpts: Sequence[Sequence[str]]
+    ) -> DigitReadout:
+        """Per excerpt and token, the expected activation under the digits' next-token
+        probabilities and the probability on the digits. All-at-once: the placeholder stands
+        where each digit would be. Line by line: see `_read_lines`."""
+        if isinstance(prompt, LineByLinePrompt):
+            return self._read_lines(prompt, excerpts)
+        _, tokenizer = self._load()
+        prefix = self._encode(tokenizer, self._render(prompt.prefix))
+        rows = [self._line_ids(tokenizer, [], token_line_pieces(tokens, prompt.placeholder)) for tokens in excerpts]
+        expected, mass, _ = self._read_rows(prefix, rows, prompt.scale)
+        return DigitReadout(tuple(map(tuple, expected)), tuple(map(tuple, mass)))
+
+    def _read_lines(self, prompt: LineByLinePrompt, excerpts: Sequence[Sequence[str]]) -> DigitReadout:
+        """Greedy line-by-line generation, computed by Jacobi iteration: every line's digit starts
+        as 0; each pass reads all lines at once (one batched forward, like all-at-once) and writes
+        each line's most likely digit back into the text; the passes stop when no digit changes,
+        where the result is exactly greedy generation's (pass k fixes at least the first k lines),
+        or after `line_passes`. Expected values come from the last pass's digit probabilities. An
+        excerpt whose digits did not change is settled and leaves the later passes."""
+        _, tokenizer = self._load()
+        head, tail = self._render(prompt.prefix).split(EXCERPT_MARK)
+        # pieces split where the tokenizer splits the whole text anyway: "Text:| The city ...",
+        # "... Looking for: X.\n|\"tok\"\t|3|\n\"tok\"\t|0" (a digit is always a token of its own, and
+        # a newline before a quote never merges with it)
+        prefix = self._encode(tokenizer, head.removesuffix(" "))
+        lead = " " if head.endswith(" ") else ""
+        body = [lead + "".join(tokens).strip() + tail for tokens in excerpts]
+        starts = [self._encode(tokenizer, text) for text in body]
+        guesses = [[0] * len(tokens) for tokens in excerpts]
+        expected: list[list[float]] = [[] for _ in excerpts]
+        mass: list[list[float]] = [[] for _ in excerpts]
+        moving = list(range(len(excerpts)))  # excerpts whose digits changed in the last pass
+        for _ in range(self.line_passes):
+            rows = [
+                self._line_ids(
+                    tokenizer,
+                    starts[x],
+                    [
+                        ("\n" * (i > 0) + line_start(t), str(d))
+                        for i, (t, d) in enumerate(zip(excerpts[x], guesses[x], strict=True))
+                    ],
+                )
+                for x in moving
+            ]
+            values, masses, chosen = self._read_rows(prefix, rows, prompt.scale)
+            still_moving = []
+            for x, value, share, digits in zip(moving, values, masses, chosen, strict=True):
+                expected[x], mass[x] = value, share
+                if digits != guesses[x]:
+                    guesses[x] = digits
+                    still_moving.append(x)
+            moving = still_moving
+            if not moving:
+                break
+        return DigitReadout(tuple(map(tuple, expected)), tuple(map(tuple, mass)))
+
+    @staticmethod
+    def _encode(tokenizer: Any, text: str) -> list[int]:
+        return list(tokenizer.encode(text, add_special_tokens=False))
+
+    def _line_ids(self, tokenizer: Any, start: list[int], pieces: list[tuple[str, str]]) -> tuple[list[int], list[int]]:
+        """An excerpt's ids after the prefix (`start`, then each line's two pieces) and the
+        positions whose next-token distribution is each token's activation (ends of first pieces)."""
+        ids = list(start)
+        positions: list[int] = []
+        for before, after in pieces:
+            ids += self._encode(tokenizer, before)
+            positions.append(len(ids) - 1)
+            ids += self._encode(tokenizer, after)
+        return ids, positions
+
+    def _read_rows(
+        self, prefix: list[int], rows: list[tuple[list[int], list[int]]], scale: int
+    ) -> tuple[list[list[float]], list[list[float]], list[list[int]]]:
+        """The prefix's KV cache once, then batches of right-padded rows on copies of it; per row
+        and read position: expected digit, digit probability mass, most likely digit."""
         model, tokenizer = self._load()
-        digits = torch.tensor(self.digit_ids(prompt.scale), device=self.device)
-        values = torch.arange(prompt.scale + 1, dtype=torch.float32, device=self.device)
-        prefix = tokenizer(self._render(prompt.prefix), return_tensors="pt", add_special_tokens=False)["input_ids"]
-        expected: list[tuple[float, ...]] = []
-        mass: list[tuple[float, ...]] = []
+        digits = torch.tensor(self.digit_ids(scale), device=self.device)
+        values = torch.arange(scale + 1, dtype=torch.float32, device=self.device)
+        pad = tokenizer.pad_token_id or tokenizer.eos_token_id
+        expected: list[list[float]] = []
+        mass: list[list[float]] = []
+        chosen: list[list[int]] = []
         with torch.inference_mode():
-            cache = model.model(input_ids=prefix.to(self.device), use_cache=True).past_key_values
-            for start in range(0, len(excerpts), self.batch_size):
-                batch = excerpts[start : start + self.batch_size]
-                ids, reads = self._excerpt_ids(tokenizer, batch, prompt.placeholder)
+            cache = model.model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True).past_key_values
+            for start in range(0, len(rows), self.batch_size):
+                batch = rows[start : start + self.batch_size]
+                width = max(len(ids) for ids, _ in batch)
+                ids = torch.tensor([row + [pad] * (width - len(row)) for row, _ in batch], device=self.device)
                 batch_cache = copy.deepcopy(cache)
-                batch_cache.batch_repeat_interleave(ids.shape[0])
+                batch_cache.batch_repeat_interleave(len(batch))
                 # right padding: no real position attends to a pad, so no attention mask is needed
-                hidden = model.model(input_ids=ids.to(self.device), past_key_values=batch_cache, use_cache=True)
-                states = hidden.last_hidden_state  # (B, S, H)
-                for row, positions in enumerate(reads):
+                states = model.model(input_ids=ids, past_key_values=batch_cache, use_cache=True).last_hidden_state
+                for row, (_, positions) in enumerate(batch):
                     logits = model.lm_head(states[row, positions]).float()  # (T, V)
                     probabilities = logits.softmax(dim=-1)[:, digits]  # (T, scale + 1)
                     total = probabilities.sum(dim=-1)
-                    expected.append(tuple(((probabilities @ values) / total).tolist()))
-                    mass.append(tuple(total.tolist()))
+                    expected.append(((probabilities @ values) / total).tolist())
+                    mass.append(total.tolist())
+                    chosen.append(probabilities.argmax(dim=-1).tolist())
                 self.usage.calls += 1
-                self.usage.prompt_tokens += prefix.shape[1] + int(ids.numel())
-        return DigitReadout(tuple(expected), tuple(mass))
-
-    def _excerpt_ids(
-        self, tokenizer: Any, excerpts: Sequence[Sequence[str]], placeholder: str
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Each excerpt's token lines as ids (right-padded to a batch), and the positions whose
-        next-token distribution is the activation of each token."""
-        rows: list[list[int]] = []
-        reads: list[torch.Tensor] = []
-        for tokens in excerpts:
-            ids: list[int] = []
-            positions: list[int] = []
-            for before, after in token_line_pieces(tokens, placeholder):
-                ids += tokenizer.encode(before, add_special_tokens=False)
-                positions.append(len(ids) - 1)
-                ids += tokenizer.encode(after, add_special_tokens=False)
-            rows.append(ids)
-            reads.append(torch.tensor(positions))
-        width = max(len(row) for row in rows)
-        pad = tokenizer.pad_token_id or tokenizer.eos_token_id
-        return torch.tensor([row + [pad] * (width - len(row)) for row in rows]), reads
+                self.usage.prompt_tokens += len(prefix) + int(ids.numel())
+        return expected, mass, chosen

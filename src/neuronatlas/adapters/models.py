@@ -165,13 +165,13 @@ def _assembled(model: ShippedModel) -> Path:
 
 def _resolve_shipped(model: ShippedModel) -> ModelSource:
     path = _assembled(model) if model.chunks else _installed_file(model, model.distribution, model.file)
-    checksum = _verified_checksum(path, model.sha256)
+    checksum = verified_checksum(path, model.sha256)
     if checksum != model.sha256:
         raise InputError(f"model '{model.name}': {path} has sha256 {checksum}, expected {model.sha256}")
     return ModelSource(model.name, model.name, path.parent, path.name, checksum, model.hf_id)
 
 
-def _verified_checksum(path: Path, expected: str) -> str:
+def verified_checksum(path: Path, expected: str) -> str:
     """sha256 of `path`, remembered per (path, size, mtime) so a 100 MB file is hashed once."""
     stat = path.stat()
     key = hashlib.sha256(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from neuronatlas.adapters.llm import DigitReadout, Generation, GenerationParams, Usage
 from neuronatlas.adapters.storage import Storage
-from neuronatlas.core.prompts import AllAtOncePrompt, ChatPrompt
+from neuronatlas.core.prompts import AllAtOncePrompt, ChatPrompt, LineByLinePrompt
 from neuronatlas.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,9 @@ class OpenAIBackend:
 
         return _run(session())
 
-    def read_digits(self, prompt: AllAtOncePrompt, excerpts: Sequence[Sequence[str]]) -> DigitReadout:
+    def read_digits(
+        self, prompt: AllAtOncePrompt | LineByLinePrompt, excerpts: Sequence[Sequence[str]]
+    ) -> DigitReadout:
         return DigitReadout(failure=f"{self.id} cannot read prompt probabilities; use the JSON simulator")
 
     async def _generate_all(self, prompts: Sequence[ChatPrompt], params: GenerationParams) -> list[Generation]:

@@ -1,6 +1,7 @@
 """Pictures a person would rather look at than read (PNG bytes, drawn off-screen)."""
 
 import io
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,10 +40,7 @@ def plot_layer_statistics(stats: pd.DataFrame, title: str) -> bytes:
         figure.colorbar(mesh, ax=axis, label="neurons")
     figure.suptitle(title)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
-    return buffer.getvalue()
+    return _png(figure)
 
 
 def plot_real_vs_null(scores: pd.DataFrame, title: str) -> bytes:
@@ -74,6 +72,35 @@ def plot_real_vs_null(scores: pd.DataFrame, title: str) -> bytes:
     right.set_title(f"real > null for {above} of {len(paired)}", fontsize=9)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
+    return _png(figure)
+
+
+def plot_gaps(rows: list[dict], title: str) -> bytes:
+    """Validity harness: per (explanations, scorer) row, the mean paired gap real - null with its
+    bootstrap 95% interval; a row whose interval stays right of 0 beats its permutation null."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(9, 1.2 + 0.42 * len(rows)))
+    for y, row in enumerate(rows):
+        low, high = row["ci95"]
+        colour = "tab:green" if row["significant"] else "tab:red"
+        axis.errorbar(row["gap"], y, xerr=[[row["gap"] - low], [high - row["gap"]]], fmt="o", color=colour, capsize=3)
+    axis.axvline(0, color="grey", linewidth=1)
+    axis.set_yticks(range(len(rows)), [f"{row['label']} (n={row['n']})" for row in rows], fontsize=8)
+    axis.invert_yaxis()
+    axis.set_xlabel("paired gap: real - permutation null (95% bootstrap CI); green: CI excludes 0")
+    axis.set_title(title, fontsize=10)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def _png(figure: Any) -> bytes:
+    """The figure as PNG bytes; the figure is closed."""
+    import matplotlib.pyplot as plt
+
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
     plt.close(figure)

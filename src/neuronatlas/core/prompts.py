@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from neuronatlas.core.fewshot import EXPLAINER_EXAMPLES, SIMULATOR_EXAMPLES, ExampleNeuron
+from neuronatlas.core.fewshot import EXPLAINER_EXAMPLES, LINE_EXAMPLES, SIMULATOR_EXAMPLES, ExampleNeuron
 
-PROMPT_VERSION = "1"
+PROMPT_VERSION = "2"
 """Bumped whenever any prompt text or few-shot example changes (recorded in every manifest)."""
 ANSWER_PREFIX = "the main thing this neuron does is find"
 SPARSE_FRACTION = 0.2
@@ -22,7 +22,9 @@ the zeros filtered out (the paper's rule)."""
 HIGHLIGHT_THRESHOLD = 0.3
 """Highlight format: tokens at or above this fraction of the maximum are marked."""
 
-ExplainerFormat = Literal["pairs", "highlight"]
+ExplainerFormat = Literal["pairs", "highlight", "tokens"]
+TOP_TOKENS_SHOWN = 15
+"""Tokens format: how many of the strongest tokens are listed with their mean activation."""
 
 
 @dataclass(frozen=True)
@@ -99,17 +101,42 @@ def _highlight_block(records: Sequence[ActivationRecord], max_activation: float,
     return "\n".join(lines)
 
 
+def _tokens_block(records: Sequence[ActivationRecord], max_activation: float, scale: int) -> str:
+    """The neuron's strongest tokens (mean activation where they occur, how often), then each
+    excerpt with its strongest tokens marked, as in the highlight format."""
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for record in records:
+        for token, value in zip(record.tokens, normalise(record.activations, max_activation, scale), strict=True):
+            key = show_token(token)
+            sums[key] = sums.get(key, 0.0) + value
+            counts[key] = counts.get(key, 0) + 1
+    means = {token: sums[token] / counts[token] for token in sums}
+    ranked = sorted((t for t in means if means[t] > 0), key=lambda t: (-means[t], -counts[t]))[:TOP_TOKENS_SHOWN]
+    listed = "\n".join(f'"{token}"\t{means[token]:.1f}\t(seen {counts[token]}x)' for token in ranked)
+    excerpts = _highlight_block(records, max_activation, scale).rsplit("\n\n", 1)[0]
+    return f"Strongest tokens (mean activation 0-{scale} where the token occurs):\n{listed}\n\n{excerpts}"
+
+
 def _explainer_system(form: ExplainerFormat, scale: int) -> str:
     intro = (
         "We are studying neurons in a neural network. Each neuron looks for one particular thing in a short "
         "document. Look at the parts of the document the neuron activates for and summarise in a single "
-        "sentence what the neuron is looking for. Do not list examples of words.\n\n"
+        "sentence what the neuron is looking for. "
     )
+    intro += "Do not list examples of words.\n\n" if form != "tokens" else "Quote the tokens when there are few.\n\n"
     if form == "pairs":
         return intro + (
             f"The activation format is token<tab>activation. Activation values range from 0 to {scale}. A "
             "neuron finding what it is looking for is represented by a non-zero activation value. The higher "
             "the activation value, the stronger the match. Most activations are 0."
+        )
+    if form == "tokens":
+        return intro + (
+            "First comes a list of the tokens the neuron fires on most, with their mean activation from 0 to "
+            f"{scale}; then excerpts with the strongly activating tokens marked <<like this>>. Say which tokens "
+            "the neuron fires on (and in what context, when the context matters), not what the excerpts are "
+            "about: a good answer names the tokens or their kind."
         )
     return intro + (
         "In each excerpt the tokens where the neuron fires strongly are marked <<like this>>. A list of the "
@@ -120,8 +147,9 @@ def _explainer_system(form: ExplainerFormat, scale: int) -> str:
 
 def _explainer_turn(number: int, records: Sequence[ActivationRecord], form: ExplainerFormat, scale: int) -> str:
     top = records_max(records)
-    block = _pairs_block(records, top, scale) if form == "pairs" else _highlight_block(records, top, scale)
-    heading = "Activations:" if form == "pairs" else "Excerpts:"
+    blocks = {"pairs": _pairs_block, "highlight": _highlight_block, "tokens": _tokens_block}
+    block = blocks[form](records, top, scale)
+    heading = {"pairs": "Activations:", "highlight": "Excerpts:", "tokens": "Tokens:"}[form]
     return f"Neuron {number}\n{heading}\n{block}\n\nExplanation of neuron {number} behaviour:"
 
 
@@ -216,3 +244,70 @@ def json_simulation_prompt(explanation: str, tokens: Sequence[str], scale: int =
 
 def _json_request(explanation: str, tokens: Sequence[str]) -> str:
     return f"Explanation: {ANSWER_PREFIX} {explanation}\nTokens: {json.dumps(list(tokens), ensure_ascii=False)}"
+
+
+# -- line-by-line simulation ----------------------------------------------------------------------
+
+EXCERPT_MARK = "\u0000EXCERPT\u0000"
+"""Stands where each excerpt's text goes in `LineByLinePrompt.prefix` (split off by the backend)."""
+
+
+@dataclass(frozen=True)
+class LineByLinePrompt:
+    """The generation-based simulation prompt of one explanation (METHOD.md §8, "simulation v2"):
+    few-shot examples that show every token as a quoted line followed by its digit, then the
+    excerpt's text, and an answer that restates the explanation and goes through the excerpt one
+    token line at a time. The simulator reads the digit distribution at the end of each
+    `line_start`, then writes its most likely digit and the next line (greedy generation)."""
+
+    prefix: ChatPrompt
+    """Messages whose last user message holds `EXCERPT_MARK`, and the start of the answer."""
+    scale: int
+
+
+def _line(token: str) -> str:
+    return f'"{show_token(token)}"\t'
+
+
+def line_start(token: str) -> str:
+    """Text before a token's digit: the token quoted, then a tab."""
+    return _line(token)
+
+
+def _line_request(explanation: str, text: str) -> str:
+    return f"Explanation: {ANSWER_PREFIX} {explanation}\nText: {text}"
+
+
+def _line_answer_prefix(explanation: str) -> str:
+    return f"Looking for: {explanation}\n"
+
+
+def _line_examples(scale: int) -> list[tuple[str, ActivationRecord, list[int]]]:
+    """(explanation, excerpt, digits): each example neuron on its first excerpt, then the second
+    neuron's explanation on the first neuron's other excerpt, where it finds nothing (all 0): the
+    same kind of text gets different digits under a different explanation."""
+    first, second = LINE_EXAMPLES
+    shown = []
+    for example in (first, second):
+        records = _example_records(example)
+        shown.append((example.explanation, records[0], normalise(records[0].activations, records_max(records), scale)))
+    other = _example_records(first)[1]
+    shown.append((second.explanation, other, [0] * len(other.tokens)))
+    return shown
+
+
+def line_by_line_prompt(explanation: str, scale: int = 9) -> LineByLinePrompt:
+    system = (
+        "We are studying neurons in a neural network. Each neuron looks for one particular thing in a short "
+        "document. Given an explanation of what a neuron looks for and a text, go through the text token by "
+        f"token: write each token in quotes, a tab, and how strongly the neuron fires on it, from 0 to {scale}. "
+        "The neuron fires only on tokens that match the explanation; everywhere else write 0."
+    )
+    messages: list[tuple[str, str]] = [("system", system)]
+    for explanation_of, record, values in _line_examples(scale):
+        text = "".join(record.tokens).strip()
+        lines = "\n".join(f"{_line(t)}{v}" for t, v in zip(record.tokens, values, strict=True))
+        messages.append(("user", _line_request(explanation_of, text)))
+        messages.append(("assistant", f"{_line_answer_prefix(explanation_of)}{lines}"))
+    messages.append(("user", _line_request(explanation, EXCERPT_MARK)))
+    return LineByLinePrompt(ChatPrompt(tuple(messages), _line_answer_prefix(explanation)), scale)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from neuronatlas.core.explain import NeuronRecords
-from neuronatlas.core.scoring import ExplanationScores, ScoredExcerpt, score_explanation
+from neuronatlas.core.scoring import ExplanationScores, Score, ScoredExcerpt, pooled_correlation, score_explanation
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,15 @@ def token_lookup(records: NeuronRecords, shown: int = 5) -> LookupBaseline:
         for record in records.scored()
     ]
     return LookupBaseline("tokens: " + ", ".join(repr(token) for token in strongest), score_explanation(excerpts))
+
+
+def lookup_null(records: NeuronRecords, other: NeuronRecords) -> Score:
+    """The baseline's permutation null: this neuron's token means as the simulation of the other
+    neuron's control records."""
+    means = token_means(records)
+    excerpts = other.control()
+    simulated = [np.array([means.get(token, 0.0) for token in r.tokens], dtype=np.float32) for r in excerpts]
+    return pooled_correlation([r.activations for r in excerpts], simulated)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,60 @@
+"""Oracle neurons: synthetic neurons built to fire on one class of token, over real corpus windows.
+
+Their correct explanation is known, so a scorer that cannot put it far above the permutation null
+(the same explanation on another oracle's records) cannot tell good explanations from bad ones.
+Hand-checkable: each fires 1.0 on its class and 0 elsewhere.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from neuronatlas.core.explain import NeuronRecords, Record
+from neuronatlas.core.records import RANDOM_SPLITS, TOP_SPLITS
+
+ORACLE_LAYER = -1
+"""Layer number of oracle records (no real layer has it)."""
+
+
+@dataclass(frozen=True)
+class Oracle:
+    name: str
+    explanation: str
+    """What completes "the main thing this neuron does is find"."""
+    fires: Callable[[str], bool]
+
+
+ORACLES = (
+    Oracle("digits", "numbers written with digits, such as years and dates.", lambda t: any(c.isdigit() for c in t)),
+    Oracle("the", 'the word "the".', lambda t: t.strip().lower() == "the"),
+    Oracle("comma", "commas.", lambda t: t.strip() == ","),
+    Oracle("of", 'the word "of".', lambda t: t.strip().lower() == "of"),
+)
+
+
+def oracle_records(
+    index: int,
+    oracle: Oracle,
+    windows: Sequence[tuple[int, tuple[str, ...]]],
+    rng: np.random.Generator,
+    top_k: int = 20,
+    random_k: int = 15,
+) -> NeuronRecords:
+    """The oracle's top records (the windows with most class tokens) and a seeded random sample of
+    the others, split as extraction splits them (rank modulo the splits)."""
+
+    def record(kind: str, rank: int, window: tuple[int, tuple[str, ...]]) -> Record:
+        sequence_id, tokens = window
+        values = np.array([1.0 if oracle.fires(token) else 0.0 for token in tokens], dtype=np.float32)
+        splits = TOP_SPLITS if kind == "top" else RANDOM_SPLITS
+        return Record(kind, splits[rank % len(splits)], rank, sequence_id, tokens, values)
+
+    counts = [sum(oracle.fires(token) for token in tokens) for _, tokens in windows]
+    order = sorted((i for i in range(len(windows)) if counts[i] > 0), key=lambda i: (-counts[i], windows[i][0]))
+    top = order[:top_k]
+    rest = np.array(sorted(set(range(len(windows))) - set(top)))
+    sample: list[int] = rng.choice(rest, size=min(random_k, len(rest)), replace=False).tolist() if len(rest) else []
+    records = [record("top", rank, windows[i]) for rank, i in enumerate(top)]
+    records += [record("random", rank, windows[i]) for rank, i in enumerate(sample)]
+    return NeuronRecords(ORACLE_LAYER, index, tuple(records))
