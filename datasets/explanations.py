@@ -90,6 +90,11 @@ SCORES_SCHEMA = pa.schema(
         *[pa.field(name, pa.float64()) for name in EXCERPT_SCORE_COLUMNS],
         pa.field("embedding_failure_reason", pa.string()),
         pa.field("embedding_null_failure_reason", pa.string()),
+        *[
+            pa.field(f"{scorer}_{column}", pa.float64() if column != "failure_reason" else pa.string())
+            for scorer in ("detection", "fuzzing")
+            for column in ("auc", "null", "failure_reason")
+        ],
         pa.field("is_best", pa.bool_(), nullable=False),
     ]
 )

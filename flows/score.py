@@ -42,6 +42,8 @@ from neuronatlas.tasks.explain import (
 )
 from neuronatlas.tasks.score import (
     SCORERS,
+    ChoiceScorer,
+    Scorers,
     SpanScorer,
     explanation_sensitivity_of,
     layer_tables,
@@ -143,8 +145,16 @@ def simulate_and_score(
     llm = CachedBackend(backend or make_backend(simulator, "--simulator", options, storage), storage)
     if plan.method in READS_DIGITS and not llm.can_read_digits:
         raise InputError(f"--method {plan.method}: {llm.id} cannot read prompt probabilities")
-    spans = SpanScorer(Encoder(options.device)) if "embedding" in plan.scorers else None
-    simulating = llm if "simulation" in plan.scorers else None
+    asks = [name for name in ("detection", "fuzzing") if name in plan.scorers]
+    if asks and not llm.can_read_digits:
+        raise InputError(f"--scorers {','.join(asks)}: {llm.id} cannot read prompt probabilities")
+    scoring = Scorers(
+        llm if "simulation" in plan.scorers else None,
+        SpanScorer(Encoder(options.device)) if "embedding" in plan.scorers else None,
+        ChoiceScorer(llm) if asks else None,
+        tuple(asks),
+    )
+    simulating = scoring.simulator
     activation_run = find_activation_run(storage, plan.explanations_manifest["activations_run"])
     neurons = [tuple(pair) for pair in plan.explanations_manifest["neurons"]]
     parameters = {
@@ -154,7 +164,7 @@ def simulate_and_score(
         "seed": seed,
         "prompt_version": PROMPT_VERSION,
         "scorers": list(plan.scorers),
-        "encoder": Encoder.id if spans else None,
+        "encoder": Encoder.id if scoring.spans else None,
     }
     run = contract.run_id("s", plan.explanations_run, llm.id if simulating else None, parameters)
     partner = _control_partners(neurons, seed)
@@ -201,9 +211,7 @@ def simulate_and_score(
                 rows = explanation_table.filter(mask).to_pylist()
                 control = records.get(partner.get((layer, neuron), (-1, -1)))
                 outcomes.append(
-                    simulate_neuron(
-                        simulating, spans, records[(layer, neuron)], rows, control, plan.method, scale, placeholder
-                    )
+                    simulate_neuron(scoring, records[(layer, neuron)], rows, control, plan.method, scale, placeholder)
                 )
                 done += 1
                 update(done, done)

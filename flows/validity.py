@@ -31,7 +31,7 @@ from neuronatlas.errors import InputError
 from neuronatlas.flows.explain import DEFAULT_EXPLAINER, FORMATS, explain_neurons, select_neurons
 from neuronatlas.flows.score import DEFAULT_SIMULATOR, LOCAL_METHOD, METHODS, parse_scorers, simulate_and_score
 from neuronatlas.tasks.explain import ActivationRun
-from neuronatlas.tasks.score import SpanScorer, simulate_neuron
+from neuronatlas.tasks.score import ChoiceScorer, Scorers, SpanScorer, simulate_neuron
 from neuronatlas.version import code_version
 
 ORACLE_WINDOWS = 600
@@ -259,17 +259,21 @@ def _oracles(storage: Storage, plan: ValidityPlan, llm: Any, seed: int) -> list[
     windows = [(int(s), tuple(t)) for s, t in zip(sample["sequence_id"], sample["tokens"], strict=True)]
     records = [oracle_records(i, oracle, windows, rng) for i, oracle in enumerate(ORACLES)]
     partners = derangement(len(records), rng)
-    cached = CachedBackend(llm, storage) if "simulation" in plan.scorers else None
+    cached = CachedBackend(llm, storage)
     method = plan.methods[0]
     if method == "auto":
-        method = LOCAL_METHOD if cached is not None and cached.can_read_digits else "json"
-    spans = SpanScorer(Encoder()) if "embedding" in plan.scorers else None
+        method = LOCAL_METHOD if cached.can_read_digits else "json"
+    asks = tuple(name for name in ("detection", "fuzzing") if name in plan.scorers)
+    scorers = Scorers(
+        cached if "simulation" in plan.scorers else None,
+        SpanScorer(Encoder()) if "embedding" in plan.scorers else None,
+        ChoiceScorer(cached) if asks else None,
+        asks,
+    )
     rows = []
     for i, oracle in enumerate(ORACLES):
         explanation = [{"explanation_id": 0, "explanation": oracle.explanation, "failure_reason": None}]
-        outcome = simulate_neuron(
-            cached, spans, records[i], explanation, records[int(partners[i])], method, 9, "unknown"
-        )
+        outcome = simulate_neuron(scorers, records[i], explanation, records[int(partners[i])], method, 9, "unknown")
         scores = outcome.explanations[0]
         rows.append(
             {
@@ -280,6 +284,11 @@ def _oracles(storage: Storage, plan: ValidityPlan, llm: Any, seed: int) -> list[
                 "simulation_null": scores.null.value,
                 "embedding": scores.embedding.value,
                 "embedding_null": scores.embedding_null.value,
+                **{
+                    key: value
+                    for name, (real, null) in scores.choices.items()
+                    for key, value in ((name, real.value), (f"{name}_null", null.value))
+                },
                 "lookup baseline": outcome.lookup.value,
                 "lookup_null": outcome.lookup_null.value,
             }

@@ -11,15 +11,22 @@ import pyarrow as pa
 
 from neuronatlas.adapters.embedding import Encoder
 from neuronatlas.adapters.llm import GenerationParams, LLMBackend
-from neuronatlas.core.excerpts import Spans, auc, neuron_spans, selection_spans
+from neuronatlas.core.excerpts import Spans, auc, fuzzed_spans, neuron_spans, selection_spans
 from neuronatlas.core.explain import NeuronRecords, Record, Simulation, json_simulations, score
-from neuronatlas.core.prompts import ANSWER_PREFIX, all_at_once_prompt, json_simulation_prompt, line_by_line_prompt
+from neuronatlas.core.prompts import (
+    ANSWER_PREFIX,
+    all_at_once_prompt,
+    detection_prompt,
+    fuzzing_prompt,
+    json_simulation_prompt,
+    line_by_line_prompt,
+)
 from neuronatlas.core.scoring import ExplanationScores, Score, best_explanation, pooled_correlation
 from neuronatlas.core.validity import Gap, explanation_sensitivity, lookup_null, paired_gap, token_lookup
 from neuronatlas.datasets import explanations as contract
 from neuronatlas.tasks.explain import float_list
 
-SCORERS = ("simulation", "embedding")
+SCORERS = ("simulation", "embedding", "detection", "fuzzing")
 """What `--scorers` can name. The token-lookup baseline needs no model and always runs."""
 NOT_SIMULATED = "not simulated (--scorers without simulation)"
 NOT_EMBEDDED = Score(None, "not embedded (--scorers without embedding)")
@@ -53,6 +60,34 @@ class SpanScorer:
         return Score(auc(vectors @ query, spans.labels), None)
 
 
+class ChoiceScorer:
+    """Detection and fuzzing (METHOD.md §8; delphi): the simulator's Yes/No probabilities on
+    spans, normalised to P(Yes | Yes or No), ranked by AUC."""
+
+    def __init__(self, llm: LLMBackend) -> None:
+        self.llm = llm
+
+    def score(self, scorer: str, explanation: str, records: NeuronRecords | None) -> Score:
+        if records is None:
+            return Score(None, "permutation control needs at least 2 neurons")
+        if scorer == "detection":
+            spans = neuron_spans(records)
+            texts, labels = spans.texts(), spans.labels
+            prompt = detection_prompt(explanation)
+        else:
+            seed = 1_000_003 * (records.layer + 2) + records.neuron  # the same decoys for every explanation
+            texts, labels = fuzzed_spans(records, np.random.default_rng(seed))
+            prompt = fuzzing_prompt(explanation)
+        if not labels.any() or labels.all():
+            return Score(None, f"no {scorer} spans of both kinds in layer {records.layer} neuron {records.neuron}")
+        readout = self.llm.read_choices(prompt, texts)
+        if readout.failure is not None:
+            return Score(None, readout.failure)
+        answers = np.array(readout.probabilities, dtype=np.float64)
+        yes = answers[:, 0] / np.maximum(answers.sum(axis=1), 1e-12)
+        return Score(auc(yes, labels), None)
+
+
 @dataclass
 class ExplanationOutcome:
     explanation_id: int
@@ -62,6 +97,8 @@ class ExplanationOutcome:
     embedding: Score = NOT_EMBEDDED
     embedding_null: Score = NOT_EMBEDDED
     selection: Score = NOT_EMBEDDED
+    choices: dict[str, tuple[Score, Score]] = field(default_factory=dict)
+    """Detection / fuzzing: (real, null) when that scorer ran."""
     excerpts: list[Record] = field(default_factory=list)
     simulations: list[Simulation] = field(default_factory=list)
     control_excerpts: list[Record] = field(default_factory=list)
@@ -107,9 +144,19 @@ def simulate(
     return json_simulations(pairs, excerpts, scale)
 
 
+@dataclass(frozen=True)
+class Scorers:
+    """What scores a run's explanations (None: that scorer is off)."""
+
+    simulator: LLMBackend | None = None
+    spans: SpanScorer | None = None
+    choices: ChoiceScorer | None = None
+    choice_names: tuple[str, ...] = ()
+    """Which of detection / fuzzing `choices` runs."""
+
+
 def simulate_neuron(
-    llm: LLMBackend | None,
-    spans: SpanScorer | None,
+    scorers: Scorers,
     records: NeuronRecords,
     explanations: list[dict[str, Any]],
     control: NeuronRecords | None,
@@ -117,8 +164,8 @@ def simulate_neuron(
     scale: int,
     placeholder: str,
 ) -> NeuronOutcome:
-    """Score each explanation of a neuron with the chosen scorers (simulation when `llm` is given,
-    embedding when `spans` is), and the same explanation on its permutation-control partner."""
+    """Score each explanation of a neuron with the chosen scorers, and the same explanation on its
+    permutation-control partner."""
     outcomes = []
     for row in explanations:
         text = row["explanation"]
@@ -128,11 +175,19 @@ def simulate_neuron(
             nulls = ExplanationScores(null, null, null, null, null, null, failure_reason=reason)
             outcomes.append(ExplanationOutcome(row["explanation_id"], None, nulls, null, null, null, null))
             continue
-        outcome = _simulated(llm, row["explanation_id"], text, records, control, method, scale, placeholder)
-        if spans is not None:
-            outcome.embedding = spans.score(text, records)
-            outcome.embedding_null = spans.score(text, control)
-            outcome.selection = spans.score(text, records, purpose="select")
+        outcome = _simulated(
+            scorers.simulator, row["explanation_id"], text, records, control, method, scale, placeholder
+        )
+        if scorers.spans is not None:
+            outcome.embedding = scorers.spans.score(text, records)
+            outcome.embedding_null = scorers.spans.score(text, control)
+            outcome.selection = scorers.spans.score(text, records, purpose="select")
+        if scorers.choices is not None:
+            for name in scorers.choice_names:
+                outcome.choices[name] = (
+                    scorers.choices.score(name, text, records),
+                    scorers.choices.score(name, text, control),
+                )
         outcomes.append(outcome)
     control_of = (control.layer, control.neuron) if control is not None else None
     baseline = token_lookup(records).scores.top_and_random_score
@@ -210,6 +265,16 @@ def layer_tables(layer: int, outcomes: list[NeuronOutcome]) -> dict[str, pa.Tabl
     }
 
 
+def _choice_columns(outcome: ExplanationOutcome) -> dict[str, Any]:
+    columns: dict[str, Any] = {}
+    for name in ("detection", "fuzzing"):
+        real, null = outcome.choices.get(name, (Score(None, f"not run (--scorers without {name})"),) * 2)
+        if outcome.explanation is None:
+            real = null = Score(None, "no explanation")
+        columns |= {f"{name}_auc": real.value, f"{name}_null": null.value, f"{name}_failure_reason": real.reason}
+    return columns
+
+
 def _best(explanations: list[ExplanationOutcome]) -> int | None:
     """The best sample: by the embedding AUC on train/calibration spans when there is one (never
     valid or test), else by the simulation's top-and-random score."""
@@ -258,6 +323,7 @@ def _score_row(
         "embedding_failure_reason": outcome.embedding.reason,
         "embedding_null_failure_reason": outcome.embedding_null.reason,
         "selection_auc": outcome.selection.value,
+        **_choice_columns(outcome),
         "lookup_score": neuron.lookup.value,
         "lookup_null": neuron.lookup_null.value,
         "is_best": is_best,
@@ -267,6 +333,8 @@ def _score_row(
 SCORER_COLUMNS = {
     "simulation": ("top_and_random_score", "null_score"),
     "embedding": ("embedding_auc", "embedding_null"),
+    "detection": ("detection_auc", "detection_null"),
+    "fuzzing": ("fuzzing_auc", "fuzzing_null"),
     "lookup baseline": ("lookup_score", "lookup_null"),
 }
 """Each scorer's real and permutation-null columns in the scores table."""

@@ -83,6 +83,18 @@ class ScriptedBackend:
         tokens = json.loads(tokens_line)
         return json.dumps([{"token": t, "activation": 9 if t.strip() == target else 0} for t in tokens])
 
+    def read_choices(self, prompt: object, texts: list) -> object:
+        """Yes (0.9) when the excerpt holds the explanation's token (detection) or marks it
+        (fuzzing: the system message speaks of marked tokens), else No (0.9)."""
+        from neuronatlas.adapters.llm import ChoiceReadout
+
+        self._count()
+        messages = prompt.prefix.messages  # type: ignore[attr-defined]
+        target = self._target(messages[-1][1].split("\nExcerpt:", 1)[0])
+        fuzzing = "marked" in messages[0][1]
+        hits = [f"<<{target}>>" in text if fuzzing else target in text for text in texts]
+        return ChoiceReadout(tuple((0.9, 0.1) if hit else (0.1, 0.9) for hit in hits))
+
     def read_digits(self, prompt: object, excerpts: list) -> object:
         from neuronatlas.adapters.llm import DigitReadout
 

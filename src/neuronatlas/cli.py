@@ -222,7 +222,7 @@ def score(
     placeholder: Annotated[str, typer.Option(help="All-at-once: what stands for the unknown activation.")] = "unknown",
     seed: Annotated[int, typer.Option(help="Seed of the permutation control.")] = 0,
     scorers: Annotated[
-        str, typer.Option(help="simulation (simulated activations), embedding (span AUC), or both.")
+        str, typer.Option(help="Any of simulation, embedding (span AUC), detection, fuzzing (Yes/No AUC).")
     ] = "simulation,embedding",
     base_url: BaseUrl = None,
     concurrency: Concurrency = 8,
@@ -296,7 +296,9 @@ def validity(
         str, typer.Option(help="Explainer prompt formats to compare: pairs,highlight,tokens.")
     ] = "pairs",
     samples: Annotated[int, typer.Option(help="Explanations per neuron.")] = 2,
-    scorers: Annotated[str, typer.Option(help="simulation, embedding, or both.")] = "simulation,embedding",
+    scorers: Annotated[
+        str, typer.Option(help="Any of simulation, embedding, detection, fuzzing.")
+    ] = "simulation,embedding",
     methods: Annotated[
         str, typer.Option(help="Simulation methods to compare: auto, line-by-line, all-at-once, json.")
     ] = "auto",

@@ -11,6 +11,7 @@ from neuronatlas.core.prompts import (
     EXCERPT_MARK,
     ActivationRecord,
     all_at_once_prompt,
+    detection_prompt,
     explainer_prompt,
     line_by_line_prompt,
     line_start,
@@ -98,3 +99,20 @@ def test_line_by_line_equals_greedy_generation_on_the_whole_text(backend: LocalB
             assert share == pytest.approx(float(probabilities.sum()), abs=1e-4)
             text += f"{int(probabilities.argmax())}\n"
     assert min(min(mass) for mass in readout.digit_mass) > 0.5  # the format makes it answer with digits
+
+
+def test_yes_no_readout_equals_a_plain_forward_pass(backend: LocalBackend) -> None:
+    prompt = detection_prompt("years written as four-digit numbers.")
+    texts = ["The bridge opened in 1932.", "Cats sleep all day long.", "She moved to Lyon in 1920 and stayed."]
+    readout = backend.read_choices(prompt, texts)  # batches of 2 on the shared prefix's KV cache
+    assert readout.failure is None and len(readout.probabilities) == 3
+    model, tokenizer = backend._load()
+    yes_no = [tokenizer.encode(choice, add_special_tokens=False) for choice in prompt.choices]
+    assert all(len(ids) == 1 for ids in yes_no)  # "Yes" / "No" without a leading space are one token
+    head, tail = backend._render(prompt.prefix).split(EXCERPT_MARK)
+    for text, probabilities in zip(texts, readout.probabilities, strict=True):
+        ids = tokenizer.encode(head + text + tail, add_special_tokens=False)
+        with torch.inference_mode():
+            last = model(input_ids=torch.tensor([ids])).logits[0, -1].float().softmax(-1)
+        assert probabilities == pytest.approx([float(last[i[0]]) for i in yes_no], abs=1e-4)
+    assert sum(readout.probabilities[0]) > 0.5  # it answers Yes or No

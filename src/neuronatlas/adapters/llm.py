@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from neuronatlas.core.prompts import AllAtOncePrompt, ChatPrompt, LineByLinePrompt
+from neuronatlas.core.prompts import AllAtOncePrompt, ChatPrompt, ChoicePrompt, LineByLinePrompt
 from neuronatlas.errors import InputError
 
 
@@ -47,6 +47,14 @@ class DigitReadout:
 
     expected: tuple[tuple[float, ...], ...] = ()
     digit_mass: tuple[tuple[float, ...], ...] = ()
+    failure: str | None = None
+
+
+@dataclass(frozen=True)
+class ChoiceReadout:
+    """Per text, the next-token probability of each choice (in the prompt's order)."""
+
+    probabilities: tuple[tuple[float, ...], ...] = ()
     failure: str | None = None
 
 
@@ -90,6 +98,8 @@ class LLMBackend(Protocol):
     def read_digits(
         self, prompt: AllAtOncePrompt | LineByLinePrompt, excerpts: Sequence[Sequence[str]]
     ) -> DigitReadout: ...
+
+    def read_choices(self, prompt: ChoicePrompt, texts: Sequence[str]) -> ChoiceReadout: ...
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from neuronatlas.adapters.llm import DigitReadout, Generation, GenerationParams, LLMBackend, Usage
+from neuronatlas.adapters.llm import ChoiceReadout, DigitReadout, Generation, GenerationParams, LLMBackend, Usage
 from neuronatlas.adapters.storage import Storage
-from neuronatlas.core.prompts import AllAtOncePrompt, ChatPrompt, LineByLinePrompt
+from neuronatlas.core.prompts import AllAtOncePrompt, ChatPrompt, ChoicePrompt, LineByLinePrompt
 
 CACHE_DIR = "llm_cache"
 
@@ -108,6 +108,25 @@ class CachedBackend:
                 self.storage.write_json(self._path(keys[index]), {"expected": expected, "digit_mass": mass})
         ordered = [found[index] for index in range(len(excerpts))]
         return DigitReadout(tuple(e for e, _ in ordered), tuple(m for _, m in ordered))
+
+    def read_choices(self, prompt: ChoicePrompt, texts: Sequence[str]) -> ChoiceReadout:
+        keys = [_key(self.id, "read_choices", prompt.prefix.messages, prompt.choices, text) for text in texts]
+        found: dict[int, tuple[float, ...]] = {}
+        for index, key in enumerate(keys):
+            entry = self._get(key)
+            if entry is not None:
+                found[index] = tuple(entry["probabilities"])
+        self.hits += len(found)
+        missing = [index for index in range(len(texts)) if index not in found]
+        self.misses += len(missing)
+        if missing:
+            readout = self.backend.read_choices(prompt, [texts[index] for index in missing])
+            if readout.failure is not None:
+                return readout
+            for index, probabilities in zip(missing, readout.probabilities, strict=True):
+                found[index] = probabilities
+                self.storage.write_json(self._path(keys[index]), {"probabilities": probabilities})
+        return ChoiceReadout(tuple(found[index] for index in range(len(texts))))
 
 
 def warn_if_budget_ran_out(logger: Any, llm: CachedBackend) -> None:

@@ -14,12 +14,13 @@ from typing import Any
 import torch
 
 from neuronatlas.adapters.extraction import pick_device
-from neuronatlas.adapters.llm import DigitReadout, Generation, GenerationParams, Usage
+from neuronatlas.adapters.llm import ChoiceReadout, DigitReadout, Generation, GenerationParams, Usage
 from neuronatlas.adapters.models import load_model, load_tokenizer, resolve_model
 from neuronatlas.core.prompts import (
     EXCERPT_MARK,
     AllAtOncePrompt,
     ChatPrompt,
+    ChoicePrompt,
     LineByLinePrompt,
     line_start,
     token_line_pieces,
@@ -207,15 +208,28 @@ class LocalBackend:
     def _read_rows(
         self, prefix: list[int], rows: list[tuple[list[int], list[int]]], scale: int
     ) -> tuple[list[list[float]], list[list[float]], list[list[int]]]:
-        """The prefix's KV cache once, then batches of right-padded rows on copies of it; per row
-        and read position: expected digit, digit probability mass, most likely digit."""
-        model, tokenizer = self._load()
-        digits = torch.tensor(self.digit_ids(scale), device=self.device)
+        """Per row and read position: expected digit (renormalised over the digits), the digits'
+        probability mass, and the most likely digit."""
         values = torch.arange(scale + 1, dtype=torch.float32, device=self.device)
-        pad = tokenizer.pad_token_id or tokenizer.eos_token_id
         expected: list[list[float]] = []
         mass: list[list[float]] = []
         chosen: list[list[int]] = []
+        for probabilities in self._candidate_probabilities(prefix, rows, self.digit_ids(scale)):
+            total = probabilities.sum(dim=-1)
+            expected.append(((probabilities @ values) / total).tolist())
+            mass.append(total.tolist())
+            chosen.append(probabilities.argmax(dim=-1).tolist())
+        return expected, mass, chosen
+
+    def _candidate_probabilities(
+        self, prefix: list[int], rows: list[tuple[list[int], list[int]]], candidates: list[int]
+    ) -> list[torch.Tensor]:
+        """The prefix's KV cache once, then batches of right-padded rows on copies of it; per row,
+        the next-token probabilities of `candidates` at its read positions, (positions, candidates)."""
+        model, tokenizer = self._load()
+        wanted = torch.tensor(candidates, device=self.device)
+        pad = tokenizer.pad_token_id or tokenizer.eos_token_id
+        found: list[torch.Tensor] = []
         with torch.inference_mode():
             cache = model.model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True).past_key_values
             for start in range(0, len(rows), self.batch_size):
@@ -228,11 +242,27 @@ class LocalBackend:
                 states = model.model(input_ids=ids, past_key_values=batch_cache, use_cache=True).last_hidden_state
                 for row, (_, positions) in enumerate(batch):
                     logits = model.lm_head(states[row, positions]).float()  # (T, V)
-                    probabilities = logits.softmax(dim=-1)[:, digits]  # (T, scale + 1)
-                    total = probabilities.sum(dim=-1)
-                    expected.append(((probabilities @ values) / total).tolist())
-                    mass.append(total.tolist())
-                    chosen.append(probabilities.argmax(dim=-1).tolist())
+                    found.append(logits.softmax(dim=-1)[:, wanted].cpu())
                 self.usage.calls += 1
                 self.usage.prompt_tokens += len(prefix) + int(ids.numel())
-        return expected, mass, chosen
+        return found
+
+    # -- yes/no questions ---------------------------------------------------------------------------
+
+    def read_choices(self, prompt: ChoicePrompt, texts: Sequence[str]) -> ChoiceReadout:
+        """Per text, the next-token probability of each choice after the prefix, the text and the
+        start of the answer; the prefix's KV cache is shared by all texts."""
+        _, tokenizer = self._load()
+        head, tail = self._render(prompt.prefix).split(EXCERPT_MARK)
+        choice_ids = [self._encode(tokenizer, choice) for choice in prompt.choices]
+        if any(len(ids) != 1 for ids in choice_ids):
+            raise InputError(f"{self.source.spec}: its tokenizer splits one of {prompt.choices}")
+        lead = " " if head.endswith(" ") else ""
+        rows = []
+        for text in texts:
+            ids = self._encode(tokenizer, lead + text + tail)
+            rows.append((ids, [len(ids) - 1]))
+        found = self._candidate_probabilities(
+            self._encode(tokenizer, head.removesuffix(" ")), rows, [ids[0] for ids in choice_ids]
+        )
+        return ChoiceReadout(tuple(tuple(probabilities[0].tolist()) for probabilities in found))

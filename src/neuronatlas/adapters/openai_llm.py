@@ -25,9 +25,9 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from neuronatlas.adapters.llm import DigitReadout, Generation, GenerationParams, Usage
+from neuronatlas.adapters.llm import ChoiceReadout, DigitReadout, Generation, GenerationParams, Usage
 from neuronatlas.adapters.storage import Storage
-from neuronatlas.core.prompts import AllAtOncePrompt, ChatPrompt, LineByLinePrompt
+from neuronatlas.core.prompts import AllAtOncePrompt, ChatPrompt, ChoicePrompt, LineByLinePrompt
 from neuronatlas.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,9 @@ class OpenAIBackend:
         self, prompt: AllAtOncePrompt | LineByLinePrompt, excerpts: Sequence[Sequence[str]]
     ) -> DigitReadout:
         return DigitReadout(failure=f"{self.id} cannot read prompt probabilities; use the JSON simulator")
+
+    def read_choices(self, prompt: ChoicePrompt, texts: Sequence[str]) -> ChoiceReadout:
+        return ChoiceReadout(failure=f"{self.id} cannot read prompt probabilities; use the embedding scorer")
 
     async def _generate_all(self, prompts: Sequence[ChatPrompt], params: GenerationParams) -> list[Generation]:
         semaphore = asyncio.Semaphore(self.concurrency)

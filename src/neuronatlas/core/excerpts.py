@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from neuronatlas.core.explain import NeuronRecords, Record
+from neuronatlas.core.prompts import marked
 
 SPAN_WIDTH = 16
 AFTER_PEAK = 2
@@ -92,3 +93,27 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
         start = end + 1
     u = ranks[labels].sum() - positives * (positives + 1) / 2
     return float(u / (positives * negatives))
+
+
+def fuzzed_spans(records: NeuronRecords, rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
+    """Fuzzing (as delphi does): each valid/test top record's peak span twice, once with the
+    tokens where the neuron fires marked (label True), once with as many other tokens marked
+    (False). Texts as `marked` writes them, and the labels."""
+    top = records.select(["top"], ["train", "calibration", "valid", "test"])
+    ceiling = QUIET_FRACTION * max((float(np.max(r.activations)) for r in top), default=0.0)
+    texts: list[str] = []
+    labels: list[bool] = []
+    for record in records.select(["top"], SCORED_SPLITS):
+        peak = int(np.argmax(record.activations))
+        end = min(len(record.tokens), max(peak + 1 + AFTER_PEAK, SPAN_WIDTH))
+        start = max(0, end - SPAN_WIDTH)
+        tokens = record.tokens[start:end]
+        hot = record.activations[start:end] >= ceiling
+        cold = np.flatnonzero(~hot)
+        if not hot.any() or len(cold) < hot.sum():
+            continue
+        decoy = np.zeros(len(tokens), dtype=bool)
+        decoy[rng.choice(cold, size=int(hot.sum()), replace=False)] = True
+        texts += [marked(tokens, hot.tolist()), marked(tokens, decoy.tolist())]
+        labels += [True, False]
+    return texts, np.array(labels, dtype=bool)

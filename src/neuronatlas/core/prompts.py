@@ -311,3 +311,78 @@ def line_by_line_prompt(explanation: str, scale: int = 9) -> LineByLinePrompt:
         messages.append(("assistant", f"{_line_answer_prefix(explanation_of)}{lines}"))
     messages.append(("user", _line_request(explanation, EXCERPT_MARK)))
     return LineByLinePrompt(ChatPrompt(tuple(messages), _line_answer_prefix(explanation)), scale)
+
+
+# -- yes/no questions about excerpts (detection, fuzzing) ------------------------------------------
+
+YES_NO = ("Yes", "No")
+"""The answers read; the first is the positive one. Without a leading space: the answer starts
+the assistant's turn."""
+
+
+@dataclass(frozen=True)
+class ChoicePrompt:
+    """A question asked of many excerpts: the prefix's last user message holds `EXCERPT_MARK`
+    where each excerpt goes; the answer is read from the next-token probabilities of `choices`."""
+
+    prefix: ChatPrompt
+    choices: tuple[str, ...] = YES_NO
+
+
+def marked(tokens: Sequence[str], hot: Sequence[bool]) -> str:
+    """The tokens as text with the `hot` ones marked <<like this>> (leading spaces kept outside)."""
+    text = ""
+    for token, mark in zip(tokens, hot, strict=True):
+        core = token.lstrip()
+        text += f"{token[: len(token) - len(core)]}<<{core}>>" if mark and core else token
+    return show_token(text.strip())
+
+
+def _question(explanation: str) -> str:
+    return f"Explanation: {ANSWER_PREFIX} {explanation}\nExcerpt: "
+
+
+def detection_prompt(explanation: str) -> ChoicePrompt:
+    """Does this excerpt contain what the explanation describes? Four answered examples: each
+    example neuron's explanation on one of its own excerpts (Yes) and on the other's (No)."""
+    system = (
+        "We are studying neurons in a neural network. Each neuron looks for one particular thing in a short "
+        "document; an explanation says what. Given an explanation and a short excerpt, answer Yes if the "
+        "excerpt contains what the explanation describes, else No. Answer with one word."
+    )
+    years, of_names = (_example_records(example)[0] for example in LINE_EXAMPLES)
+    shots = [
+        (LINE_EXAMPLES[0].explanation, years, "Yes"),
+        (LINE_EXAMPLES[0].explanation, of_names, "No"),
+        (LINE_EXAMPLES[1].explanation, of_names, "Yes"),
+        (LINE_EXAMPLES[1].explanation, years, "No"),
+    ]
+    messages: list[tuple[str, str]] = [("system", system)]
+    for shown, record, answer in shots:
+        messages += [("user", _question(shown) + "".join(record.tokens).strip()), ("assistant", answer)]
+    messages.append(("user", _question(explanation) + EXCERPT_MARK))
+    return ChoicePrompt(ChatPrompt(tuple(messages)))
+
+
+def fuzzing_prompt(explanation: str) -> ChoicePrompt:
+    """Are the marked tokens of this excerpt the ones the explanation describes? Four answered
+    examples: each example neuron's excerpt with its strongest tokens marked (Yes) and with as
+    many other tokens marked (No)."""
+    system = (
+        "We are studying neurons in a neural network. Each neuron looks for one particular thing in a short "
+        "document; an explanation says what. In the excerpt some tokens are marked <<like this>>. Answer Yes if "
+        "the marked tokens are what the explanation describes, else No. Answer with one word."
+    )
+    messages: list[tuple[str, str]] = [("system", system)]
+    for example in LINE_EXAMPLES:
+        record = _example_records(example)[0]
+        top = max(record.activations)
+        right = [a >= HIGHLIGHT_THRESHOLD * top for a in record.activations]
+        wrong = [False] * len(right)
+        quiet = [i for i, hot in enumerate(right) if not hot and record.tokens[i].strip().isalpha()]
+        for i in quiet[: sum(right)]:
+            wrong[i] = True
+        messages += [("user", _question(example.explanation) + marked(record.tokens, right)), ("assistant", "Yes")]
+        messages += [("user", _question(example.explanation) + marked(record.tokens, wrong)), ("assistant", "No")]
+    messages.append(("user", _question(explanation) + EXCERPT_MARK))
+    return ChoicePrompt(ChatPrompt(tuple(messages)))
