@@ -10,7 +10,7 @@ Needs a root with a committed activation run (`make run` makes one: smollm2-135m
 against the permutation null (another neuron's records), adds the token-lookup baseline and the
 oracle neurons, and writes `validity/<run>/report.md`, `gaps.png` and the manifest under the root.
 Every answer is cached under the root: a rerun only recomputes what changed. Wall time per stage
-and the report's path go to bench/results/validity.json.
+and the report's path go to bench/results/validity-<run>.json.
 """
 
 import argparse
@@ -61,7 +61,7 @@ def main() -> None:
     seconds = time.perf_counter() - started
     print(result.report)
     print(f"report: {result.report_uri}\npicture: {result.plot_uri}\nwall time: {seconds / 60:.1f} min")
-    out = Path(__file__).parent / "results" / "validity.json"
+    out = Path(__file__).parent / "results" / f"validity-{result.run_id}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(
         json.dumps(

@@ -28,6 +28,7 @@ from neuronatlas.datasets import explanations as contract
 from neuronatlas.errors import InputError
 from neuronatlas.expectations import explanations as suites
 from neuronatlas.tasks.explain import (
+    SIGNS,
     ActivationRun,
     commit_tables,
     find_activation_run,
@@ -90,6 +91,7 @@ def check_explain_inputs(
     scale: int,
     seed: int,
     options: BackendOptions | None = None,
+    sign: str = "positive",
 ) -> Selection:
     """Everything checkable before a model loads; the explainer too unless `options` is None
     (a backend object was passed in)."""
@@ -97,6 +99,8 @@ def check_explain_inputs(
         check_backend(explainer, "--explainer", options)
     if samples < 1:
         raise InputError(f"--samples {samples}: must be at least 1")
+    if sign not in SIGNS:
+        raise InputError(f"--sign {sign}: expected positive or negative")
     if prompt_format not in FORMATS:
         raise InputError(f"--prompt-format {prompt_format}: expected one of {', '.join(FORMATS)}")
     if not 1 <= scale <= 10:
@@ -126,6 +130,7 @@ def explain_neurons(
     max_tokens: int = 60,
     scale: int = 9,
     seed: int = 0,
+    sign: str = "positive",
     options: BackendOptions | None = None,
     backend: Any = None,
 ) -> ExplainResult:
@@ -133,7 +138,17 @@ def explain_neurons(
     logger = get_run_logger()
     options = options or BackendOptions()
     selection = check_explain_inputs(
-        root, activations, layers, neurons, explainer, samples, prompt_format, scale, seed, None if backend else options
+        root,
+        activations,
+        layers,
+        neurons,
+        explainer,
+        samples,
+        prompt_format,
+        scale,
+        seed,
+        None if backend else options,
+        sign,
     )
     storage = selection.storage
     llm = CachedBackend(backend or make_backend(explainer, "--explainer", options, storage), storage)
@@ -146,6 +161,7 @@ def explain_neurons(
         "scale": scale,
         "seed": seed,
         "prompt_version": PROMPT_VERSION,
+        "sign": sign,
     }
     run = contract.run_id("e", selection.run.run_id, selection.neurons, llm.id, parameters)
     path = contract.explanations_path(run)
@@ -171,7 +187,7 @@ def explain_neurons(
     ) as update:
         done = 0
         for layer in pending:
-            table, retryable = _explain_layer(selection, layer, llm, params, prompt_format, scale, update, done)
+            table, retryable = _explain_layer(selection, layer, llm, params, prompt_format, scale, sign, update, done)
             done += len(selection.of_layer(layer))
             _commit(
                 storage, path, layer, table, selection.run.d_mlp, samples, {**context, "retryable_failures": retryable}
@@ -186,11 +202,12 @@ def _explain_layer(
     params: GenerationParams,
     prompt_format: str,
     scale: int,
+    sign: str,
     update: Any,
     done_before: int,
 ) -> tuple[pa.Table, int]:
     """The layer's explanation rows, and how many failed in the LLM call itself (retried by a rerun)."""
-    records = load_neuron_records(selection.storage, selection.run, layer, selection.of_layer(layer))
+    records = load_neuron_records(selection.storage, selection.run, layer, selection.of_layer(layer), sign)
     rows: list[dict[str, Any]] = []
     retryable = 0
     for start in range(0, len(records), CHUNK):

@@ -157,6 +157,7 @@ def simulate_and_score(
     simulating = scoring.simulator
     activation_run = find_activation_run(storage, plan.explanations_manifest["activations_run"])
     neurons = [tuple(pair) for pair in plan.explanations_manifest["neurons"]]
+    sign = plan.explanations_manifest["parameters"].get("sign", "positive")  # the side that was explained
     parameters = {
         "method": plan.method,
         "scale": scale,
@@ -184,6 +185,7 @@ def simulate_and_score(
         "explanations_run": plan.explanations_run,
         "activations_run": activation_run.run_id,
         "simulator": llm.id if simulating else None,
+        "sign": sign,
         "parameters": parameters,
         "code_version": code_version(),
         "prefect_flow_run_id": str(flow_run.get_id() or ""),
@@ -202,7 +204,7 @@ def simulate_and_score(
         done = 0
         for layer in pending:
             layer_neurons = [neuron for chosen_layer, neuron in neurons if chosen_layer == layer]
-            records = _records_with_partners(storage, activation_run, layer, layer_neurons, partner)
+            records = _records_with_partners(storage, activation_run, layer, layer_neurons, partner, sign)
             outcomes = []
             for neuron in layer_neurons:
                 mask = pc.and_(
@@ -246,7 +248,7 @@ def _control_partners(neurons: list[tuple[int, int]], seed: int) -> dict[tuple[i
 
 
 def _records_with_partners(
-    storage: Storage, run: Any, layer: int, layer_neurons: list[int], partner: dict
+    storage: Storage, run: Any, layer: int, layer_neurons: list[int], partner: dict, sign: str
 ) -> dict[tuple[int, int], NeuronRecords]:
     wanted: dict[int, set[int]] = {layer: set(layer_neurons)}
     for neuron in layer_neurons:
@@ -255,7 +257,7 @@ def _records_with_partners(
             wanted.setdefault(other_layer, set()).add(other)
     records = {}
     for read_layer, read_neurons in wanted.items():
-        for neuron_records in load_neuron_records(storage, run, read_layer, sorted(read_neurons)):
+        for neuron_records in load_neuron_records(storage, run, read_layer, sorted(read_neurons), sign):
             records[(read_layer, neuron_records.neuron)] = neuron_records
     return records
 

@@ -62,21 +62,32 @@ def find_activation_run(storage: Storage, run: str | None) -> ActivationRun:
     return ActivationRun(name, path, manifest)
 
 
+SIGNS = ("positive", "negative")
+
+
 @task(cache_policy=NO_CACHE)
-def load_neuron_records(storage: Storage, run: ActivationRun, layer: int, neurons: list[int]) -> list[NeuronRecords]:
-    """Top and random records of `neurons` of one layer, with the decoded tokens of each excerpt."""
+def load_neuron_records(
+    storage: Storage, run: ActivationRun, layer: int, neurons: list[int], sign: str = "positive"
+) -> list[NeuronRecords]:
+    """Top and random records of `neurons` of one layer, with the decoded tokens of each excerpt.
+    `sign="negative"` explains the other side of a gated MLP's neuron: its bottom records stand as
+    the top ones and every activation is negated (the most negative becomes the strongest)."""
     table = storage.read_parquet(
         activations_contract.layer_partition(run.records, layer), schema=activations_contract.RECORDS_SCHEMA
     )
-    wanted = pc.and_(pc.is_in(table["neuron"], pa.array(neurons, pa.int32())), pc.not_equal(table["kind"], "bottom"))
+    skipped = "bottom" if sign == "positive" else "top"
+    wanted = pc.and_(pc.is_in(table["neuron"], pa.array(neurons, pa.int32())), pc.not_equal(table["kind"], skipped))
     table = table.filter(wanted)
     tokens = _tokens_of(storage, run.manifest["corpus_id"], table["sequence_id"])
     by_neuron: dict[int, list[Record]] = {neuron: [] for neuron in neurons}
     window = len(table["activations"][0]) if table.num_rows else 0
     activations = table["activations"].combine_chunks().flatten().to_numpy().reshape(table.num_rows, window)
+    if sign == "negative":
+        activations = -activations
     columns = table.select(["neuron", "kind", "split", "rank", "sequence_id"]).to_pydict()
     for row, (neuron, kind, split, rank, sequence_id) in enumerate(zip(*columns.values(), strict=True)):
-        by_neuron[neuron].append(Record(kind, split, rank, sequence_id, tokens[sequence_id], activations[row]))
+        shown = "top" if kind == "bottom" else kind
+        by_neuron[neuron].append(Record(shown, split, rank, sequence_id, tokens[sequence_id], activations[row]))
     return [NeuronRecords(layer, neuron, tuple(by_neuron[neuron])) for neuron in neurons]
 
 

@@ -159,6 +159,9 @@ def explain(
     max_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 60,
     scale: Annotated[int, typer.Option(help="Activations shown as 0..scale (9 for local models).")] = 9,
     seed: Annotated[int, typer.Option(help="Seed of the neuron sample and the sampling.")] = 0,
+    sign: Annotated[
+        str, typer.Option(help="positive (top records), or negative (bottom records, activations negated).")
+    ] = "positive",
     base_url: BaseUrl = None,
     concurrency: Concurrency = 8,
     budget_tokens: BudgetTokens = None,
@@ -188,7 +191,9 @@ def explain(
         poll_s=poll_seconds,
         max_wait_s=max_wait_seconds,
     )
-    check_explain_inputs(root, activations, layers, neurons, explainer, samples, prompt_format, scale, seed, options)
+    check_explain_inputs(
+        root, activations, layers, neurons, explainer, samples, prompt_format, scale, seed, options, sign
+    )
     result = _flows().explain.explain_neurons(
         root=root,
         activations=activations,
@@ -201,10 +206,12 @@ def explain(
         max_tokens=max_tokens,
         scale=scale,
         seed=seed,
+        sign=sign,
         options=options,
     )
     typer.echo(
-        f"explanations: run {result.run_id}: {result.explained} explained, {result.failed} failed, "
+        f"explanations{' of the negative side' if sign == 'negative' else ''}: run {result.run_id}: "
+        f"{result.explained} explained, {result.failed} failed, "
         f"{result.llm_calls} LLM calls\n  {result.uri}"
     )
     return str(result.run_id)

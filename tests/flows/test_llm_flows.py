@@ -14,6 +14,7 @@ from neuronatlas.flows.explain import explain_neurons
 from neuronatlas.flows.extract import extract_activations
 from neuronatlas.flows.ingest import ingest_corpus
 from neuronatlas.flows.score import simulate_and_score
+from neuronatlas.tasks.explain import find_activation_run
 from tests.support import ScriptedBackend, small_jsonl_corpus
 
 if TYPE_CHECKING:
@@ -293,3 +294,28 @@ def test_validity_harness_reports_every_scorer_against_its_null(root: str) -> No
     report = storage.read_bytes(f"validity/{result.run_id}/report.md").decode()
     assert "| pairs | simulation |" in report and "## Oracle neurons" in report
     assert storage.read_bytes(f"validity/{result.run_id}/gaps.png").startswith(b"\x89PNG")
+
+
+def test_the_negative_side_is_explained_from_the_bottom_records(root: str) -> None:
+    explainer, simulator = ScriptedBackend(), ScriptedBackend()
+    explained = explain_neurons(root=root, backend=explainer, sign="negative", layers="2", neurons="2:5", samples=1)
+    storage = Storage.open(root)
+    manifest = storage.read_json(f"{contract.explanations_path(explained.run_id)}/_manifest.json")
+    assert manifest["parameters"]["sign"] == "negative"
+    # the explainer saw the bottom train records, most negative activation shown as the strongest
+    run = find_activation_run(storage, None)
+    records = storage.read_parquet(f"{run.records}/layer=2").to_pandas()
+    bottom = records[(records["neuron"] == 5) & (records["kind"] == "bottom") & (records["split"] == "train")]
+    shown = explainer.generated[-1]
+    assert len(bottom) > 0
+    lines = [line for line in shown.split("Activations:\n", 1)[1].splitlines() if "\t" in line]
+    assert len([line for line in lines if line.endswith("\t9")]) >= 1
+    scored = simulate_and_score(root=root, backend=simulator, explanations=explained.run_id, scorers="simulation")
+    simulations = storage.read_parquet(contract.simulations_path(scored.run_id)).to_pandas()
+    tops = simulations[simulations["kind"] == "top"]
+    bottom_all = records[(records["neuron"] == 5) & (records["kind"] == "bottom")]
+    assert set(tops["sequence_id"]) <= set(bottom_all["sequence_id"])  # bottom records stand as the top
+    for sequence, true in zip(tops["sequence_id"], tops["true_activations"], strict=True):
+        original = bottom_all[bottom_all["sequence_id"] == sequence]["activations"].iloc[0]
+        assert list(true) == pytest.approx([-a for a in original])
+    assert storage.read_json(f"{contract.scores_path(scored.run_id)}/_manifest.json")["sign"] == "negative"
