@@ -274,11 +274,15 @@ def score(
         options=options,
     )
     figures = result.summary
-    typer.echo(f"scores: run {result.run_id}: {figures['explanations']} explanations of {figures['neurons']} neurons")
+    typer.echo(
+        f"scores: run {result.run_id}: {figures['scored']} of {figures['explanations']} explanations scored by "
+        f"simulation, {figures['neurons']} neurons; each scorer against its permutation null (per neuron, "
+        "bootstrap 95% CI):"
+    )
     typer.echo(f"  {'scorer':<16} {'real':>7} {'null':>7} {'gap':>7}  95% CI            n  verdict")
     for name, gap in figures["scorers"].items():
         if gap is None:
-            typer.echo(f"  {name:<16} not run")
+            typer.echo(f"  {name:<16} no paired scores (not run, or no control partner)")
             continue
         verdict = "beats its null" if gap["significant"] else "NOT significant"
         interval = f"{gap['ci95'][0]:+.3f}..{gap['ci95'][1]:+.3f}"

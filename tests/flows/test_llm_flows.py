@@ -119,34 +119,22 @@ def check_excerpt_scores(scores: "pd.DataFrame") -> None:
     assert scores.groupby(["layer", "neuron"])["lookup_score"].nunique(dropna=False).eq(1).all()
 
 
-def test_embedding_only_scoring_asks_the_simulator_nothing(root: str) -> None:
+def test_scoring_without_simulation_embedding_detection_and_fuzzing(root: str) -> None:
     explain_neurons(root=root, backend=ScriptedBackend(), **SELECTION)
     simulator = ScriptedBackend()
-    scored = simulate_and_score(root=root, backend=simulator, scorers="embedding")
-    assert simulator.usage.calls == 0
+    scored = simulate_and_score(root=root, backend=simulator, scorers="embedding,detection,fuzzing")
+    assert simulator.read == []  # nothing simulated
     storage = Storage.open(root)
     scores = storage.read_parquet(contract.scores_path(scored.run_id)).to_pandas()
     explained = scores[scores["explanation"].notna()]
     assert explained["top_and_random_score"].isna().all()
-    assert (explained["embedding_auc"].notna() != explained["embedding_failure_reason"].notna()).all()
     assert set(explained["failure_reason"]) == {"not simulated (--scorers without simulation)"}
     assert scored.summary["failed"] == len(scores) - len(explained)  # only the explainer's failures
     assert scored.summary["scorers"]["simulation"] is None
+    assert not storage.list(contract.simulations_path(scored.run_id))
     rankable = explained[explained["selection_auc"].notna()]
     assert scores["is_best"].sum() == rankable[["layer", "neuron"]].drop_duplicates().shape[0]
-    assert not storage.list(contract.simulations_path(scored.run_id))
-    with pytest.raises(InputError, match="--scorers embedding,sparse: expected"):
-        simulate_and_score(root=root, backend=simulator, scorers="embedding,sparse")
-
-
-def test_detection_and_fuzzing_rank_spans_by_yes_probability(root: str) -> None:
-    explain_neurons(root=root, backend=ScriptedBackend(), **SELECTION)
-    simulator = ScriptedBackend()
-    scored = simulate_and_score(root=root, backend=simulator, scorers="detection,fuzzing")
-    storage = Storage.open(root)
-    scores = storage.read_parquet(contract.scores_path(scored.run_id)).to_pandas()
-    explained = scores[scores["explanation"].notna()]
-    for name in ("detection", "fuzzing"):
+    for name in ("embedding", "detection", "fuzzing"):
         assert (explained[f"{name}_auc"].notna() != explained[f"{name}_failure_reason"].notna()).all()
         assert explained[f"{name}_auc"].dropna().between(0, 1).all()
         assert scored.summary["scorers"][name]["n"] >= 1
@@ -156,9 +144,10 @@ def test_detection_and_fuzzing_rank_spans_by_yes_probability(root: str) -> None:
     assert (explained["fuzzing_auc"].dropna() >= 0.5).all()
     assert 0 < simulator.usage.calls <= 2 * 2 * len(explained)  # (detection, fuzzing) x (real, null)
     again = ScriptedBackend()
-    simulate_and_score(root=root, backend=again, scorers="detection,fuzzing")
+    simulate_and_score(root=root, backend=again, scorers="embedding,detection,fuzzing")
     assert again.usage.calls == 0  # committed, and every answer cached
-    assert scored.summary["scorers"]["simulation"] is None and scored.summary["scorers"]["embedding"] is None
+    with pytest.raises(InputError, match="--scorers embedding,sparse: expected"):
+        simulate_and_score(root=root, backend=simulator, scorers="embedding,sparse")
 
 
 def test_a_rerun_makes_no_llm_call(root: str) -> None:
