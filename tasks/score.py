@@ -14,7 +14,6 @@ from neuronatlas.adapters.llm import GenerationParams, LLMBackend
 from neuronatlas.core.excerpts import Spans, auc, fuzzed_spans, neuron_spans, selection_spans
 from neuronatlas.core.explain import NeuronRecords, Record, Simulation, json_simulations, score
 from neuronatlas.core.prompts import (
-    ANSWER_PREFIX,
     all_at_once_prompt,
     detection_prompt,
     fuzzing_prompt,
@@ -56,7 +55,7 @@ class SpanScorer:
         if not spans.positive or not spans.negative:
             which = "activating" if not spans.positive else "quiet"
             return Score(None, f"no {which} spans in layer {records.layer} neuron {records.neuron}'s records")
-        query = self.encoder.encode([f"{ANSWER_PREFIX} {explanation}"])[0]
+        query = self.encoder.encode([explanation])[0]
         return Score(auc(vectors @ query, spans.labels), None)
 
 

@@ -53,8 +53,8 @@ def test_scored_and_selection_spans_use_disjoint_splits() -> None:
             record("random", "test", [0.0] * 32, 2),
         ),
     )
-    scored = neuron_spans(records)
-    assert len(scored.positive) == 2 and len(scored.negative) == 3
-    chosen = selection_spans(records)
+    scored = neuron_spans(records)  # calibration, valid, test tops; valid and test randoms
+    assert len(scored.positive) == 3 and len(scored.negative) == 3
+    chosen = selection_spans(records)  # train tops, calibration randoms
     assert len(chosen.positive) == 1 and len(chosen.negative) == 2
-    assert scored.labels.tolist() == [True, True, False, False, False]
+    assert scored.labels.tolist() == [True, True, True, False, False, False]

@@ -5,8 +5,9 @@ or a yes/no question can rank spans; the score is the AUC of that ranking.
 Positives: from each top record, the `width` tokens ending just after its strongest token (so
 the activating token sits near the end of the span). Negatives: the random records cut into
 non-overlapping `width`-token spans, dropping any where the neuron reaches `QUIET_FRACTION` of its
-top maximum. Scoring uses the valid and test records; choosing among an explanation's samples
-uses the train top records against the calibration random ones, never valid or test.
+top maximum. Scoring uses the calibration, valid and test top records against the valid and test
+random ones; choosing among an explanation's samples uses the train top records against the
+calibration random ones (no record in both), never valid or test.
 """
 
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ AFTER_PEAK = 2
 """Tokens kept after the strongest one (the activating token sits near the end)."""
 QUIET_FRACTION = 0.3
 """A negative span must stay below this fraction of the neuron's top maximum."""
-SCORED_SPLITS = ("valid", "test")
+SCORED_SPLITS = {"top": ("calibration", "valid", "test"), "random": ("valid", "test")}
 SELECTION_SPLITS = {"top": ("train",), "random": ("calibration",)}
 
 
@@ -59,7 +60,9 @@ def quiet_spans(record: Record, ceiling: float, width: int = SPAN_WIDTH) -> list
 
 
 def neuron_spans(
-    records: NeuronRecords, top_splits: Sequence[str] = SCORED_SPLITS, random_splits: Sequence[str] = SCORED_SPLITS
+    records: NeuronRecords,
+    top_splits: Sequence[str] = SCORED_SPLITS["top"],
+    random_splits: Sequence[str] = SCORED_SPLITS["random"],
 ) -> Spans:
     """Positive spans from the top records of `top_splits`, quiet negatives from the random ones."""
     top = records.select(["top"], ["train", "calibration", "valid", "test"])
@@ -96,14 +99,14 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
 
 
 def fuzzed_spans(records: NeuronRecords, rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
-    """Fuzzing (as delphi does): each valid/test top record's peak span twice, once with the
+    """Fuzzing (as delphi does): each scored top record's peak span twice, once with the
     tokens where the neuron fires marked (label True), once with as many other tokens marked
     (False). Texts as `marked` writes them, and the labels."""
     top = records.select(["top"], ["train", "calibration", "valid", "test"])
     ceiling = QUIET_FRACTION * max((float(np.max(r.activations)) for r in top), default=0.0)
     texts: list[str] = []
     labels: list[bool] = []
-    for record in records.select(["top"], SCORED_SPLITS):
+    for record in records.select(["top"], SCORED_SPLITS["top"]):
         peak = int(np.argmax(record.activations))
         end = min(len(record.tokens), max(peak + 1 + AFTER_PEAK, SPAN_WIDTH))
         start = max(0, end - SPAN_WIDTH)
