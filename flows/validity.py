@@ -202,7 +202,8 @@ def validity(
                 if name == "lookup baseline" and any(r["scorer"] == name for r in rows):
                     continue  # the same for every explanation format
                 label = name if name == "lookup baseline" else f"{key} · {name}"
-                rows.append({"label": label, "explanations": key, "scorer": name, **gap})
+                every = scored.summary["scorers_all_samples"][name]
+                rows.append({"label": label, "explanations": key, "scorer": name, **gap, "all_samples": every})
             diagnostics.append(
                 {
                     "explanations": key,
@@ -296,6 +297,12 @@ def _oracles(storage: Storage, plan: ValidityPlan, llm: Any, seed: int) -> list[
     return rows
 
 
+def _gap_text(gap: dict[str, Any] | None) -> str:
+    if gap is None:
+        return "—"
+    return f"{_number(gap['gap'], True)} ({_number(gap['ci95'][0], True)} .. {_number(gap['ci95'][1], True)})"
+
+
 def _short(backend_id: str | None) -> str:
     """A backend or model id without its checksum."""
     return backend_id.split("@")[0] if backend_id else "not run"
@@ -324,11 +331,13 @@ def render_report(
         "",
         "## Each scorer against its permutation null",
         "",
-        "The null scores each explanation on another neuron's records (a seeded derangement). The gap is the",
-        "mean of real - null over paired explanations; its 95% interval is a percentile bootstrap.",
+        "The null scores each explanation on another neuron's records (a seeded derangement). Each neuron's",
+        "best sample (chosen on train/calibration spans, what gets published) counts once; the gap is the mean",
+        "of real - null over neurons, its 95% interval a percentile bootstrap over neurons. The last column is",
+        "the same gap over all samples (each neuron's samples averaged).",
         "",
-        "| explanations | scorer | real | null | gap | 95% CI | real > null | verdict |",
-        "|---|---|---|---|---|---|---|---|",
+        "| explanations | scorer | real | null | gap | 95% CI | real > null | verdict | all samples: gap, CI |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         verdict = "**beats its null**" if row["significant"] else "not significant"
@@ -336,7 +345,7 @@ def render_report(
             f"| {row['explanations'] if row['scorer'] != 'lookup baseline' else '(no LLM)'} | {row['scorer']} | "
             f"{_number(row['real'])} | {_number(row['null'])} | {_number(row['gap'], True)} | "
             f"{_number(row['ci95'][0], True)} .. {_number(row['ci95'][1], True)} | "
-            f"{row['real_above_null']} of {row['n']} | {verdict} |"
+            f"{row['real_above_null']} of {row['n']} | {verdict} | {_gap_text(row.get('all_samples'))} |"
         )
     lines += [
         "",

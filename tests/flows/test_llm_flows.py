@@ -93,18 +93,24 @@ def test_explain_then_score_commits_validated_datasets(root: str) -> None:
     # the scripted explanations point at the strongest train token: they beat the null
     figures = scored.summary
     assert figures["mean_best_top_and_random"] > figures["mean_null"]
-    assert set(figures["scorers"]) == {"simulation", "embedding", "lookup baseline"}
-    simulation = figures["scorers"]["simulation"]
-    paired = explained_rows.dropna(subset=["top_and_random_score", "null_score"])
-    assert simulation["n"] == paired[["layer", "neuron"]].drop_duplicates().shape[0]  # neurons, samples averaged
-    assert simulation["ci95"][0] <= simulation["gap"] <= simulation["ci95"][1]
-    assert simulation["significant"] == (simulation["ci95"][0] > 0)
+    check_scorer_figures(figures, best, explained_rows)
     assert -1 <= figures["explanation_sensitivity"] <= 1
     manifest = storage.read_json(f"{contract.scores_path(scored.run_id)}/_manifest.json")
     assert manifest["summary"] == figures
     assert manifest["simulator"] == "scripted:v1"
     assert manifest["explanations_run"] == explained.run_id
     assert storage.exists(f"{contract.scores_path(scored.run_id)}/real_vs_null.png")
+
+
+def check_scorer_figures(figures: dict, best: "pd.DataFrame", explained_rows: "pd.DataFrame") -> None:
+    """Per scorer, real vs null over the best sample of each neuron, and over all samples."""
+    assert {name for name, gap in figures["scorers"].items() if gap} == {"simulation", "embedding", "lookup baseline"}
+    simulation = figures["scorers"]["simulation"]
+    assert simulation["n"] == len(best.dropna(subset=["top_and_random_score", "null_score"]))
+    every = explained_rows.dropna(subset=["top_and_random_score", "null_score"])
+    assert figures["scorers_all_samples"]["simulation"]["n"] == every[["layer", "neuron"]].drop_duplicates().shape[0]
+    assert simulation["ci95"][0] <= simulation["gap"] <= simulation["ci95"][1]
+    assert simulation["significant"] == (simulation["ci95"][0] > 0)
 
 
 def check_excerpt_scores(scores: "pd.DataFrame") -> None:
@@ -267,7 +273,7 @@ def test_validity_harness_reports_every_scorer_against_its_null(root: str) -> No
     simulation, embedding, lookup = manifest["rows"]
 
     def neurons_with(real: str, null: str) -> int:
-        return scores.dropna(subset=[real, null])[["layer", "neuron"]].drop_duplicates().shape[0]
+        return len(scores[scores["is_best"]].dropna(subset=[real, null]))
 
     assert simulation["n"] == neurons_with("top_and_random_score", "null_score") >= 1
     assert embedding["n"] == neurons_with("embedding_auc", "embedding_null") >= 3
