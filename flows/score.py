@@ -41,6 +41,7 @@ from neuronatlas.tasks.explain import (
     validate_staged,
 )
 from neuronatlas.tasks.score import (
+    SCORER_VERSION,
     SCORERS,
     ChoiceScorer,
     Scorers,
@@ -164,6 +165,7 @@ def simulate_and_score(
         "placeholder": placeholder,
         "seed": seed,
         "prompt_version": PROMPT_VERSION,
+        "scorer_version": SCORER_VERSION,
         "scorers": list(plan.scorers),
         "encoder": Encoder.id if scoring.spans else None,
     }
