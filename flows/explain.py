@@ -41,6 +41,8 @@ from neuronatlas.version import code_version
 
 DEFAULT_EXPLAINER = "local:qwen2.5-coder-1.5b"
 FORMATS = ("pairs", "highlight", "tokens")
+DEFAULT_FORMAT = "tokens"
+"""The format whose explanations beat the permutation null in the validity harness (README)."""
 CHUNK = 8
 """Neurons per backend call: answers are cached as each chunk returns."""
 
@@ -125,7 +127,7 @@ def explain_neurons(
     neurons: str = "24",
     explainer: str = DEFAULT_EXPLAINER,
     samples: int = 3,
-    prompt_format: str = "pairs",
+    prompt_format: str = "tokens",
     temperature: float = 1.0,
     max_tokens: int = 60,
     scale: int = 9,

@@ -122,7 +122,7 @@ def validity(
     activations: str | None = None,
     layers: str = "auto",
     neurons: int = 24,
-    formats: str = "pairs",
+    formats: str = "tokens",
     samples: int = 2,
     scorers: str = "simulation,embedding",
     methods: str = "auto",

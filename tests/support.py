@@ -63,8 +63,12 @@ class ScriptedBackend:
             if last.startswith("Explanation:"):  # a JSON simulation request
                 answers.append(Generation((self._json_answer(last),)))
                 continue
-            pairs = [line.rsplit("\t", 1) for line in last.splitlines() if "\t" in line]
-            ranked = sorted(((int(value), token.strip()) for token, value in pairs), reverse=True)
+            if "Strongest tokens" in last:  # the tokens format: "token"<tab>mean<tab>(seen Nx)
+                listed = [line.split("\t") for line in last.splitlines() if line.count("\t") == 2]
+                ranked = sorted(((float(mean), token.strip('"').strip()) for token, mean, _ in listed), reverse=True)
+            else:
+                pairs = [line.rsplit("\t", 1) for line in last.splitlines() if "\t" in line]
+                ranked = sorted(((float(value), token.strip()) for token, value in pairs), reverse=True)
             best, worst = ranked[0][1], ranked[-1][1]
             texts = [f' the token "{best}".', "<start>\nthe\t0", f' the token "{worst}".']
             answers.append(Generation(tuple(texts[i % 3] for i in range(params.n)), None, 100, 10))  # type: ignore[attr-defined]

@@ -153,8 +153,8 @@ def explain(
     samples: Annotated[int, typer.Option(help="Explanations sampled per neuron.")] = 3,
     prompt_format: Annotated[
         str,
-        typer.Option(help="pairs (the paper's), highlight, or tokens (strongest tokens listed, then marked excerpts)."),
-    ] = "pairs",
+        typer.Option(help="tokens (strongest tokens listed, then marked excerpts), pairs (the paper's), highlight."),
+    ] = "tokens",
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
     max_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 60,
     scale: Annotated[int, typer.Option(help="Activations shown as 0..scale (9 for local models).")] = 9,
@@ -304,8 +304,8 @@ def validity(
     layers: Annotated[str, typer.Option(help="auto (3 spread over the extracted), or like 5,15,25.")] = "auto",
     neurons: Annotated[int, typer.Option(help="Neurons, shared evenly among the layers.")] = 24,
     formats: Annotated[
-        str, typer.Option(help="Explainer prompt formats to compare: pairs,highlight,tokens.")
-    ] = "pairs",
+        str, typer.Option(help="Explainer prompt formats to compare: tokens,pairs,highlight.")
+    ] = "tokens",
     samples: Annotated[int, typer.Option(help="Explanations per neuron.")] = 2,
     scorers: Annotated[
         str, typer.Option(help="Any of simulation, embedding, detection, fuzzing.")

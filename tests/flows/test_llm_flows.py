@@ -293,7 +293,9 @@ def test_validity_harness_reports_every_scorer_against_its_null(root: str) -> No
 
 def test_the_negative_side_is_explained_from_the_bottom_records(root: str) -> None:
     explainer, simulator = ScriptedBackend(), ScriptedBackend()
-    explained = explain_neurons(root=root, backend=explainer, sign="negative", layers="2", neurons="2:5", samples=1)
+    explained = explain_neurons(
+        root=root, backend=explainer, sign="negative", layers="2", neurons="2:5", samples=1, prompt_format="pairs"
+    )
     storage = Storage.open(root)
     manifest = storage.read_json(f"{contract.explanations_path(explained.run_id)}/_manifest.json")
     assert manifest["parameters"]["sign"] == "negative"
