@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 SMALL = {"top_k": 5, "random_k": 4, "limit": 48, "batch_size": 16}
-SELECTION = {"layers": "0,2", "neurons": "6", "samples": 3}
+SELECTION = {"layers": "0,2", "neurons": "6", "samples": 3, "prompt_format": "pairs"}
+"""The scripted explainer names the strongest token of the paper's format."""
 
 
 @pytest.fixture(scope="module")
@@ -263,7 +264,15 @@ def test_validity_harness_reports_every_scorer_against_its_null(root: str) -> No
     from neuronatlas.flows.validity import validity
 
     explainer, simulator = ScriptedBackend(), ScriptedBackend()
-    result = validity(root=root, neurons=6, samples=1, explainer_backend=explainer, simulator_backend=simulator, seed=0)
+    result = validity(
+        root=root,
+        neurons=6,
+        samples=1,
+        formats="pairs",
+        explainer_backend=explainer,
+        simulator_backend=simulator,
+        seed=0,
+    )
     storage = Storage.open(root)
     manifest = storage.read_json(f"validity/{result.run_id}/_manifest.json")
     assert [row["scorer"] for row in manifest["rows"]] == ["simulation", "embedding", "lookup baseline"]
