@@ -41,6 +41,8 @@ class SpanScorer:
     def __init__(self, encoder: Encoder) -> None:
         self.encoder = encoder
         self._vectors: dict[tuple[int, int, str], tuple[Spans, np.ndarray]] = {}
+        self._query: tuple[str, np.ndarray] | None = None
+        """The last explanation's vector (each is scored on its neuron, its partner, and for selection)."""
 
     def _spans(self, records: NeuronRecords, purpose: str) -> tuple[Spans, np.ndarray]:
         key = (records.layer, records.neuron, purpose)
@@ -58,8 +60,9 @@ class SpanScorer:
         if not spans.positive or not spans.negative:
             which = "activating" if not spans.positive else "quiet"
             return Score(None, f"no {which} spans in layer {records.layer} neuron {records.neuron}'s records")
-        query = self.encoder.encode([explanation])[0]
-        return Score(auc(vectors @ query, spans.labels), None)
+        if self._query is None or self._query[0] != explanation:
+            self._query = (explanation, self.encoder.encode([explanation])[0])
+        return Score(auc(vectors @ self._query[1], spans.labels), None)
 
 
 class ChoiceScorer:

@@ -91,42 +91,40 @@ class CachedBackend:
         else:
             kind = ("read_lines", prompt.prefix.messages, prompt.prefix.answer_prefix)
         keys = [_key(self.id, *kind, prompt.scale, list(tokens)) for tokens in excerpts]
-        found: dict[int, tuple[tuple[float, ...], tuple[float, ...]]] = {}
-        for index, key in enumerate(keys):
-            entry = self._get(key)
-            if entry is not None:
-                found[index] = (tuple(entry["expected"]), tuple(entry["digit_mass"]))
-        self.hits += len(found)
-        missing = [index for index in range(len(excerpts)) if index not in found]
-        self.misses += len(missing)
+        found, missing = self._lookup(keys)
         if missing:
             readout = self.backend.read_digits(prompt, [excerpts[index] for index in missing])
             if readout.failure is not None:
                 return readout
             for index, expected, mass in zip(missing, readout.expected, readout.digit_mass, strict=True):
-                found[index] = (expected, mass)
-                self.storage.write_json(self._path(keys[index]), {"expected": expected, "digit_mass": mass})
+                found[index] = self._store(keys[index], {"expected": expected, "digit_mass": mass})
         ordered = [found[index] for index in range(len(excerpts))]
-        return DigitReadout(tuple(e for e, _ in ordered), tuple(m for _, m in ordered))
+        return DigitReadout(
+            tuple(tuple(entry["expected"]) for entry in ordered), tuple(tuple(entry["digit_mass"]) for entry in ordered)
+        )
 
     def read_choices(self, prompt: ChoicePrompt, texts: Sequence[str]) -> ChoiceReadout:
         keys = [_key(self.id, "read_choices", prompt.prefix.messages, prompt.choices, text) for text in texts]
-        found: dict[int, tuple[float, ...]] = {}
-        for index, key in enumerate(keys):
-            entry = self._get(key)
-            if entry is not None:
-                found[index] = tuple(entry["probabilities"])
-        self.hits += len(found)
-        missing = [index for index in range(len(texts)) if index not in found]
-        self.misses += len(missing)
+        found, missing = self._lookup(keys)
         if missing:
             readout = self.backend.read_choices(prompt, [texts[index] for index in missing])
             if readout.failure is not None:
                 return readout
             for index, probabilities in zip(missing, readout.probabilities, strict=True):
-                found[index] = probabilities
-                self.storage.write_json(self._path(keys[index]), {"probabilities": probabilities})
-        return ChoiceReadout(tuple(found[index] for index in range(len(texts))))
+                found[index] = self._store(keys[index], {"probabilities": probabilities})
+        return ChoiceReadout(tuple(tuple(found[index]["probabilities"]) for index in range(len(texts))))
+
+    def _lookup(self, keys: list[str]) -> tuple[dict[int, dict[str, Any]], list[int]]:
+        """Cached entries by position, and the positions to ask the backend for."""
+        found = {index: entry for index, key in enumerate(keys) if (entry := self._get(key)) is not None}
+        missing = [index for index in range(len(keys)) if index not in found]
+        self.hits += len(found)
+        self.misses += len(missing)
+        return found, missing
+
+    def _store(self, key: str, entry: dict[str, Any]) -> dict[str, Any]:
+        self.storage.write_json(self._path(key), entry)
+        return entry
 
 
 def warn_if_budget_ran_out(logger: Any, llm: CachedBackend) -> None:
