@@ -80,12 +80,16 @@ def _committed_explanations(storage: Storage, run: str | None) -> str:
     raise InputError(f"{what} under {storage.uri()} (found: {', '.join(found) or 'none'}); run `neuronatlas explain`")
 
 
-def parse_scorers(value: str) -> tuple[str, ...]:
+def parse_list(value: str, option: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated choice of `allowed` names, in the given order, without repeats."""
     names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
-    unknown = [name for name in names if name not in SCORERS]
-    if unknown or not names:
-        raise InputError(f"--scorers {value}: expected a comma-separated list of {', '.join(SCORERS)}")
+    if not names or any(name not in allowed for name in names):
+        raise InputError(f"{option} {value}: expected a comma-separated list of {', '.join(allowed)}")
     return names
+
+
+def parse_scorers(value: str) -> tuple[str, ...]:
+    return parse_list(value, "--scorers", SCORERS)
 
 
 def check_score_inputs(

@@ -28,9 +28,16 @@ from neuronatlas.core.scoring import derangement
 from neuronatlas.datasets import corpus as corpus_contract
 from neuronatlas.datasets import explanations as contract
 from neuronatlas.errors import InputError
-from neuronatlas.flows.explain import DEFAULT_EXPLAINER, FORMATS, explain_neurons, select_neurons
-from neuronatlas.flows.score import DEFAULT_SIMULATOR, LOCAL_METHOD, METHODS, parse_scorers, simulate_and_score
-from neuronatlas.tasks.explain import ActivationRun
+from neuronatlas.flows.explain import DEFAULT_EXPLAINER, FORMATS, explain_neurons
+from neuronatlas.flows.score import (
+    DEFAULT_SIMULATOR,
+    LOCAL_METHOD,
+    METHODS,
+    parse_list,
+    parse_scorers,
+    simulate_and_score,
+)
+from neuronatlas.tasks.explain import ActivationRun, find_activation_run
 from neuronatlas.tasks.score import ChoiceScorer, Scorers, SpanScorer, simulate_neuron
 from neuronatlas.version import code_version
 
@@ -68,20 +75,17 @@ def check_validity_inputs(
     simulator: str,
     options: BackendOptions | None,
 ) -> ValidityPlan:
-    chosen_formats = tuple(dict.fromkeys(f.strip() for f in formats.split(",") if f.strip()))
-    if not chosen_formats or any(f not in FORMATS for f in chosen_formats):
-        raise InputError(f"--formats {formats}: expected a comma-separated list of {', '.join(FORMATS)}")
+    chosen_formats = parse_list(formats, "--formats", FORMATS)
     chosen_scorers = parse_scorers(scorers)
-    chosen_methods = tuple(dict.fromkeys(m.strip() for m in methods.split(",") if m.strip()))
-    if not chosen_methods or any(m not in METHODS for m in chosen_methods):
-        raise InputError(f"--methods {methods}: expected a comma-separated list of {', '.join(METHODS)}")
+    chosen_methods = parse_list(methods, "--methods", METHODS)
     if neurons < 2:
         raise InputError(f"--neurons {neurons}: the permutation null needs at least 2")
     if options is not None:
         check_backend(explainer, "--explainer", options)
         if "simulation" in chosen_scorers:
             check_backend(simulator, "--simulator", options)
-    run = select_neurons(root, activations, "all", "1", seed).run
+    storage = Storage.open(root)
+    run = find_activation_run(storage, activations)
     spec = ",".join(map(str, spread_layers(run.layers, 3))) if layers == "auto" else layers
     try:
         chosen_layers = parse_layers(spec, run.manifest["n_layers_in_model"])
@@ -93,7 +97,7 @@ def check_validity_inputs(
     if neurons > len(chosen_layers) * run.d_mlp:
         raise InputError(f"--neurons {neurons}: the chosen layers have {len(chosen_layers) * run.d_mlp}")
     picked = spread_neurons(chosen_layers, neurons, run.d_mlp, np.random.default_rng(seed))
-    return ValidityPlan(Storage.open(root), run, picked, chosen_formats, chosen_scorers, chosen_methods)
+    return ValidityPlan(storage, run, picked, chosen_formats, chosen_scorers, chosen_methods)
 
 
 def spread_neurons(layers: list[int], count: int, d_mlp: int, rng: np.random.Generator) -> list[tuple[int, int]]:

@@ -121,6 +121,11 @@ BAD = {
         ["score", "--simulator", "openai:x", "--method", "all-at-once", "--base-url", "http://127.0.0.1:9/v1"],
         "--method all-at-once: openai:x cannot read prompt probabilities",
     ),
+    "unknown scorer": (["score", "--scorers", "embedding,vibes"], "--scorers embedding,vibes: expected"),
+    "negative side misspelt": (["explain", "--sign", "down"], "--sign down: expected positive or negative"),
+    "validity: unknown format": (["validity", "--formats", "tokens,prose"], "--formats tokens,prose: expected"),
+    "validity: layer not extracted": (["validity", "--layers", "1,2,3"], "--layers 1,2,3: layer 1 was not extracted"),
+    "validity: one neuron": (["validity", "--neurons", "1"], "--neurons 1: the permutation null needs at least 2"),
 }
 
 
