@@ -117,6 +117,8 @@ class ExplainResult:
     explained: int
     failed: int
     llm_calls: int
+    llm_usage: dict[str, Any]
+    """This call's LLM usage: calls, tokens, cost, cache hits."""
 
 
 @flow(name="explain_neurons", log_prints=False)
@@ -299,4 +301,6 @@ def _finish(
     logger = get_run_logger()
     logger.info("%d explanations, %d failed; %d LLM calls", explained, sum(failures.values()), llm.usage.calls)
     warn_if_budget_ran_out(logger, llm)
-    return ExplainResult(run, storage.uri(path), explained, sum(failures.values()), llm.usage.calls)
+    return ExplainResult(
+        run, storage.uri(path), explained, sum(failures.values()), llm.usage.calls, llm.usage_manifest()
+    )

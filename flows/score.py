@@ -70,14 +70,15 @@ class ScorePlan:
     scorers: tuple[str, ...]
 
 
-def _committed_explanations(storage: Storage, run: str | None) -> str:
-    found = [name for name in storage.list("explanations") if storage.exists(f"explanations/{name}/_manifest.json")]
+def committed_run(storage: Storage, dataset: str, run: str | None, command: str) -> str:
+    """The named committed run of `dataset` (a top-level folder), or the only one there."""
+    found = [name for name in storage.list(dataset) if storage.is_committed(f"{dataset}/{name}")]
     if run is None and len(found) == 1:
         return found[0]
     if run is not None and run in found:
         return run
-    what = f"--explanations {run}: no explanation run of that id" if run else "--explanations: name one"
-    raise InputError(f"{what} under {storage.uri()} (found: {', '.join(found) or 'none'}); run `neuronatlas explain`")
+    what = f"--{dataset} {run}: no run of that id" if run else f"--{dataset}: name one"
+    raise InputError(f"{what} under {storage.uri()} (found: {', '.join(found) or 'none'}); run `neuronatlas {command}`")
 
 
 def parse_list(value: str, option: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
@@ -114,7 +115,7 @@ def check_score_inputs(
     if not 1 <= scale <= 10:
         raise InputError(f"--scale {scale}: expected 1 to 10")
     storage = Storage.open(root)
-    run = _committed_explanations(storage, explanations)
+    run = committed_run(storage, "explanations", explanations, "explain")
     chosen = method if method != "auto" else (LOCAL_METHOD if spec.kind == "local" else "json")
     manifest = storage.read_json(f"explanations/{run}/_manifest.json")
     return ScorePlan(storage, run, manifest, chosen, chosen_scorers)
@@ -126,6 +127,8 @@ class ScoreResult:
     scores_uri: str
     summary: dict[str, Any]
     plot_uri: str | None
+    llm_usage: dict[str, Any]
+    """This call's LLM usage: calls, tokens, cost, cache hits."""
 
 
 @flow(name="simulate_and_score", log_prints=False)
@@ -349,4 +352,4 @@ def _finish(
         log = logger.info if gap["significant"] else logger.warning
         log(line, name, gap["real"], gap["null"], gap["gap"], *gap["ci95"], gap["n"], verdict)
     warn_if_budget_ran_out(logger, llm)
-    return ScoreResult(run, storage.uri(paths["scores"]), figures, storage.uri(plot))
+    return ScoreResult(run, storage.uri(paths["scores"]), figures, storage.uri(plot), llm.usage_manifest())

@@ -24,9 +24,11 @@ Root = Annotated[
 def _flows() -> Any:
     """Import Prefect (and the flows) only once the environment is set up."""
     configure_environment()
+    import neuronatlas.flows.atlas
     import neuronatlas.flows.explain
     import neuronatlas.flows.extract
     import neuronatlas.flows.ingest
+    import neuronatlas.flows.publish
     import neuronatlas.flows.score
     import neuronatlas.flows.validity
 
@@ -366,31 +368,177 @@ def corpora(root: Root = "./atlas") -> None:
         )
 
 
-DEFAULT_RUN_EXCERPTS = 2048
-"""Excerpts the default run extracts from: all 30 layers in about 4 minutes on 2 CPU cores."""
-
-
 @app.command()
 def run(
     root: Root = "./atlas",
-    limit: Annotated[int, typer.Option(help="Excerpts to extract from (0: the whole corpus).")] = DEFAULT_RUN_EXCERPTS,
-    neurons: Annotated[str, typer.Option(help="Neurons to explain and score: a count or a list.")] = "4",
+    limit: Annotated[int, typer.Option(help="Excerpts to extract from (0: the whole corpus).")] = 2048,
+    neurons: Annotated[str, typer.Option(help="Neurons to explain and score: a count or a list.")] = "2",
+    layers: Annotated[str, typer.Option(help="Layers to pick neurons from.")] = "all",
     samples: Annotated[int, typer.Option(help="Explanations per neuron.")] = 1,
     explainer: Annotated[str, typer.Option(help="local:<model> or openai:<model>.")] = "local:qwen2.5-coder-1.5b",
     simulator: Annotated[str, typer.Option(help="local:<model> or openai:<model>.")] = "local:qwen2.5-coder-1.5b",
+    scorers: Annotated[str, typer.Option(help="Any of simulation, embedding, detection, fuzzing.")] = (
+        "simulation,embedding"
+    ),
+    base_url: BaseUrl = None,
+    no_publish: Annotated[bool, typer.Option("--no-publish", help="Stop after scoring.")] = False,
 ) -> None:
-    """Run the pipeline on the embedded default: ingestion, extraction of every layer, then
-    explanation and scoring of a seeded sample of neurons. Each stage skips work already done."""
+    """The `atlas` flow on the embedded default: ingestion, extraction of every layer, explanation
+    and scoring of a seeded sample of neurons, then a new version of the published table. Each
+    stage skips work already done."""
+    configure_environment()
+    from neuronatlas.adapters.llm import check_backend
+    from neuronatlas.flows.score import parse_scorers
+
+    options = _options(base_url=base_url)
+    check_backend(explainer, "--explainer", options)
+    check_backend(simulator, "--simulator", options)
+    parse_scorers(scorers)
+    if samples < 1:
+        raise AtlasError(f"--samples {samples}: must be at least 1")
     typer.echo(
-        "neuronatlas run: ingestion of wiki-vital-en, activation extraction for every layer of smollm2-135m "
-        f"({'the whole corpus' if limit == 0 else f'{limit:,} excerpts'}), then explanation and scoring of "
-        f"{neurons} neurons ({samples} explanation each) with {explainer} / {simulator}. Publishing and the "
-        "viewer are not built yet."
+        f"neuronatlas run: ingest wiki-vital-en, extract every layer of smollm2-135m "
+        f"({'the whole corpus' if limit == 0 else f'{limit:,} excerpts'}), explain and score {neurons} neurons "
+        f"({samples} explanation each) with {explainer} / {simulator}, "
+        + ("no publish." if no_publish else "publish to published/atlas.")
     )
-    corpus_id = ingest(root=root)
-    activations = extract(root=root, corpus=corpus_id, limit=limit or None)
-    explanations = explain(root=root, activations=activations, neurons=neurons, samples=samples, explainer=explainer)
-    score(root=root, explanations=explanations, simulator=simulator)
+    result = _flows().atlas.atlas(
+        root=root,
+        limit=limit or None,
+        layers=layers,
+        neurons=neurons,
+        samples=samples,
+        explainer=explainer,
+        simulator=simulator,
+        scorers=scorers,
+        publish_table=not no_publish,
+        options=options,
+    )
+    from neuronatlas import catalog
+
+    [report] = [r for r in catalog.runs(root) if r["run_id"] == result.run_id]
+    _print_run(report)
+    if result.table_uri:
+        typer.echo(f"table:   {result.table_uri} (version {result.version}); `neuronatlas export OUT.parquet`")
+    for plot in result.plots:
+        typer.echo(f"plot:    {plot}")
+    typer.echo(f"report:  {result.report_uri}")
+
+
+def _print_run(report: dict[str, Any]) -> None:
+    stages = ", ".join(f"{stage['stage']} {stage['seconds']:.0f} s" for stage in report["stages"])
+    llm = report.get("llm") or {}
+    score: dict[str, Any] = next((s["summary"] for s in report["stages"] if s["stage"] == "score"), {})
+    gaps = "; ".join(
+        f"{name} {gap['gap']:+.3f}{'' if gap['significant'] else ' (n.s.)'}"
+        for name, gap in (score.get("scorers") or {}).items()
+        if gap
+    )
+    typer.echo(
+        f"{report['run_id']}  {report['status']:<9} {report.get('started_at', '')}  "
+        f"neurons {report.get('neurons', '-')} (failed {report.get('neurons_failed', '-')})  "
+        f"LLM {llm.get('calls', 0)} calls, {llm.get('prompt_tokens', 0):,}+{llm.get('completion_tokens', 0):,} tokens, "
+        f"${llm.get('cost_usd', 0):.4f}  wall {report.get('wall_s', '-')} s"
+    )
+    typer.echo(f"    stages: {stages or 'none finished'}")
+    if gaps:
+        typer.echo(f"    gap vs permutation null: {gaps}")
+    if report["status"] == "failed":
+        typer.echo(f"    error: {report.get('error')}")
+
+
+@app.command()
+def runs(root: Root = "./atlas") -> None:
+    """Atlas runs, newest first: status, neurons done and failed, LLM tokens and cost, wall time per stage."""
+    from neuronatlas import catalog
+
+    reports = catalog.runs(root)
+    if not reports:
+        typer.echo("no atlas runs yet; `neuronatlas run` makes one")
+    for report in reports:
+        _print_run(report)
+
+
+@app.command()
+def publish(
+    root: Root = "./atlas",
+    scores: Annotated[str | None, typer.Option(help="Score run id (default: the only one).")] = None,
+) -> None:
+    """Publish a score run (best explanation per neuron) as a new version of published/atlas."""
+    result = _flows().publish.publish(root=root, scores=scores)
+    if result.skipped:
+        typer.echo(f"already published: {result.publish_id} (table {result.table_uri} is at version {result.version})")
+        return
+    typer.echo(
+        f"published {result.publish_id}: version {result.version} of {result.table_uri}, {result.rows} rows offered, "
+        f"{result.inserted} new, {result.updated} improved"
+    )
+
+
+@app.command()
+def versions(root: Root = "./atlas") -> None:
+    """The published table's history: one line per version."""
+    from neuronatlas import catalog
+
+    typer.echo(f"{'version':>7}  {'time (UTC)':<25} {'operation':<12} {'rows':>5} {'new':>4} {'upd':>4}  publish")
+    for row in catalog.versions(root):
+        typer.echo(
+            f"{row['version']:>7}  {row['time']:<25} {row['operation']:<12} {row['rows']:>5} "
+            f"{row['inserted'] if row['inserted'] is not None else '':>4} "
+            f"{row['updated'] if row['updated'] is not None else '':>4}  {row['publish'] or ''}"
+        )
+
+
+@app.command()
+def export(
+    out: Annotated[str, typer.Argument(help="File to write (.parquet, .jsonl or .csv).")],
+    root: Root = "./atlas",
+    version: Annotated[int | None, typer.Option(help="Table version (default: the latest).")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="parquet, jsonl or csv (default: from OUT).")] = None,
+) -> None:
+    """Write one version of the published table as one file polars, pandas and DuckDB read."""
+    from neuronatlas import catalog
+
+    written, rows, chosen = catalog.export(root, out, version, fmt)
+    typer.echo(f"wrote {out}: version {written}, {rows} rows, {chosen}")
+
+
+@app.command()
+def lineage(
+    root: Root = "./atlas",
+    version: Annotated[int | None, typer.Option(help="Table version (default: the latest).")] = None,
+    neuron: Annotated[str | None, typer.Option(help="One row: LAYER:NEURON.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """From a published version (or one row of it) back to the corpus and model it came from."""
+    import json
+
+    from neuronatlas import catalog
+
+    result = catalog.lineage(root, version, neuron)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+        return
+    typer.echo(f"{result['table']} version {result['version']}")
+    for row in result.get("rows", []):
+        where = f"{row['model']} layer {row['layer']} neuron {row['neuron']} ({row['sign']})"
+        typer.echo(f"  row {where}: {row['explanation']!r}")
+        typer.echo(
+            f"    scores: top-and-random {row['top_and_random_score']}, random-only {row['random_only_score']}, "
+            f"test {row['test_score']}, embedding AUC {row['embedding_auc']} (null {row['embedding_null']})"
+        )
+    for entry in result["publishes"]:
+        typer.echo(
+            f"  <- publish {entry['publish_id']} (table version {entry['table_version']}, {entry['committed_at']}, "
+            f"{entry['rows_in_this_version']} rows here; flow run {entry['prefect_flow_run_id']}, code "
+            f"{entry['code_version']}, prompt v{entry['prompt_version']})"
+        )
+        for depth, link in enumerate(entry["chain"], start=2):
+            details = {k: v for k, v in link.items() if k not in {"dataset", "run_id", "uri", "validation"}}
+            typer.echo(f"{'  ' * depth}<- {link['dataset']} {link['run_id']}: validation {link['validation']}")
+            typer.echo(f"{'  ' * depth}   {link['uri']}")
+            for key, value in details.items():
+                typer.echo(f"{'  ' * depth}   {key}: {value}")
 
 
 @app.command("prepare-model")

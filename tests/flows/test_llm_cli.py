@@ -116,7 +116,7 @@ BAD = {
     ),
     "layer not extracted": (["explain", "--layers", "4"], "--layers 4: layer 4 was not extracted"),
     "scale out of range": (["explain", "--scale", "0"], "--scale 0: expected 1 to 10"),
-    "no explanations yet": (["score", "--explanations", "e-nope"], "--explanations e-nope: no explanation run"),
+    "no explanations yet": (["score", "--explanations", "e-nope"], "--explanations e-nope: no run of that id"),
     "all-at-once over a chat API": (
         ["score", "--simulator", "openai:x", "--method", "all-at-once", "--base-url", "http://127.0.0.1:9/v1"],
         "--method all-at-once: openai:x cannot read prompt probabilities",

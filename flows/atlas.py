@@ -1,0 +1,248 @@
+"""`atlas`: the end-to-end flow: ingest -> extract -> explain -> simulate and score -> publish.
+
+Each stage is its own flow (a subflow here) and skips work already done for the same inputs, so
+a nightly run over unchanged inputs costs seconds and publishes nothing new. The run writes
+`runs/<run>.json` as it goes (status, per-stage wall time and outputs, neurons done and failed,
+the scores' summary, LLM tokens and cost): `neuronatlas runs` lists them.
+"""
+
+import gc
+import time
+import traceback
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from neuronatlas.adapters.llm import BackendOptions
+from neuronatlas.adapters.models import DEFAULT_MODEL
+from neuronatlas.adapters.storage import Storage
+from neuronatlas.errors import AtlasError
+from neuronatlas.flows.explain import DEFAULT_EXPLAINER, explain_neurons
+from neuronatlas.flows.extract import extract_activations
+from neuronatlas.flows.ingest import DEFAULT_SOURCE, ingest_corpus
+from neuronatlas.flows.publish import publish
+from neuronatlas.flows.score import DEFAULT_SIMULATOR, simulate_and_score
+from neuronatlas.version import code_version
+
+RUNS = "runs"
+DEFAULT_LIMIT = 2048
+"""Excerpts the default run extracts from: all 30 layers of SmolLM2-135M in about 4 minutes on 2 CPU cores."""
+DEFAULT_NEURONS = "2"
+"""Neurons the default run explains and scores: the whole default run fits in 15 minutes on 2 CPU cores."""
+
+
+@dataclass(frozen=True)
+class AtlasResult:
+    run_id: str
+    status: str
+    table_uri: str | None
+    version: int | None
+    plots: list[str]
+    report_uri: str
+
+
+def new_run_id() -> str:
+    return f"a-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+class RunReport:
+    """`runs/<run>.json`, rewritten after every stage, so a crashed run still says how far it got."""
+
+    def __init__(self, storage: Storage, run_id: str, parameters: dict[str, Any]) -> None:
+        self.storage = storage
+        self.path = f"{RUNS}/{run_id}.json"
+        self.started = time.perf_counter()
+        self.record: dict[str, Any] = {
+            "run_id": run_id,
+            "flow": "atlas",
+            "status": "running",
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "parameters": parameters,
+            "code_version": code_version(),
+            "prefect_flow_run_id": str(flow_run.get_id() or "") or None,
+            "stages": [],
+        }
+        self.write()
+
+    def stage(self, name: str, seconds: float, **outputs: Any) -> None:
+        self.record["stages"].append({"stage": name, "seconds": round(seconds, 1), **outputs})
+        self.write()
+
+    def finish(self, status: str, **fields: Any) -> None:
+        self.record.update(status=status, wall_s=round(time.perf_counter() - self.started, 1), **fields)
+        self.record["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        self.write()
+
+    def write(self) -> None:
+        self.storage.write_json(self.path, self.record)
+
+
+@flow(name="atlas", log_prints=False)
+def atlas(
+    root: str = "./atlas",
+    source: str = DEFAULT_SOURCE,
+    model: str = DEFAULT_MODEL,
+    limit: int | None = DEFAULT_LIMIT,
+    extract_layers: str = "all",
+    top_k: int = 20,
+    random_k: int = 15,
+    layers: str = "all",
+    neurons: str = DEFAULT_NEURONS,
+    samples: int = 1,
+    prompt_format: str = "tokens",
+    explainer: str = DEFAULT_EXPLAINER,
+    simulator: str = DEFAULT_SIMULATOR,
+    method: str = "auto",
+    scorers: str = "simulation,embedding",
+    seed: int = 0,
+    publish_table: bool = True,
+    options: BackendOptions | None = None,
+    explainer_backend: Any = None,
+    simulator_backend: Any = None,
+) -> AtlasResult:
+    """The whole pipeline on one root; `*_backend` (LLM backend objects) replace the named models in tests."""
+    logger = get_run_logger()
+    storage = Storage.open(root)
+    run_id = new_run_id()
+    parameters = {
+        "source": source,
+        "model": model,
+        "limit": limit,
+        "extract_layers": extract_layers,
+        "top_k": top_k,
+        "random_k": random_k,
+        "layers": layers,
+        "neurons": neurons,
+        "samples": samples,
+        "prompt_format": prompt_format,
+        "explainer": explainer if explainer_backend is None else getattr(explainer_backend, "id", "backend"),
+        "simulator": simulator if simulator_backend is None else getattr(simulator_backend, "id", "backend"),
+        "method": method,
+        "scorers": scorers,
+        "seed": seed,
+        "publish": publish_table,
+        "base_url": options.base_url if options else None,
+    }
+    report = RunReport(storage, run_id, parameters)
+    logger.info("atlas run %s: %s", run_id, storage.uri(report.path))
+    try:
+        result = _stages(storage, report, locals())
+    except BaseException as error:
+        reason = str(error) if isinstance(error, AtlasError) else traceback.format_exception_only(error)[-1].strip()
+        report.finish("failed", error=reason)
+        raise
+    return result
+
+
+def _stages(storage: Storage, report: RunReport, p: dict[str, Any]) -> AtlasResult:
+    options = p["options"] or BackendOptions()
+    started = time.perf_counter()
+    ingested = ingest_corpus(source=p["source"], root=p["root"], tokenizer_of=p["model"])
+    report.stage("ingest", time.perf_counter() - started, corpus_id=ingested.corpus_id, created=ingested.created)
+
+    started = time.perf_counter()
+    extracted = extract_activations(
+        root=p["root"],
+        model=p["model"],
+        corpus=ingested.corpus_id,
+        layers=p["extract_layers"],
+        top_k=p["top_k"],
+        random_k=p["random_k"],
+        seed=p["seed"],
+        limit=p["limit"],
+    )
+    report.stage(
+        "extract",
+        time.perf_counter() - started,
+        run_id=extracted.run_id,
+        layers=len(extracted.layers),
+        layers_extracted=len(extracted.layers_extracted),
+        plot=extracted.plot_uri,
+    )
+
+    started = time.perf_counter()
+    explained = explain_neurons(
+        root=p["root"],
+        activations=extracted.run_id,
+        layers=p["layers"],
+        neurons=p["neurons"],
+        explainer=p["explainer"],
+        samples=p["samples"],
+        prompt_format=p["prompt_format"],
+        seed=p["seed"],
+        options=options,
+        backend=p["explainer_backend"],
+    )
+    gc.collect()  # the explainer's weights go before the simulator's load: never two at once
+    report.stage(
+        "explain",
+        time.perf_counter() - started,
+        run_id=explained.run_id,
+        explained=explained.explained,
+        failed=explained.failed,
+        llm=explained.llm_usage,
+    )
+
+    started = time.perf_counter()
+    scored = simulate_and_score(
+        root=p["root"],
+        explanations=explained.run_id,
+        simulator=p["simulator"],
+        method=p["method"],
+        seed=p["seed"],
+        scorers=p["scorers"],
+        options=options,
+        backend=p["simulator_backend"],
+    )
+    gc.collect()
+    report.stage(
+        "score",
+        time.perf_counter() - started,
+        run_id=scored.run_id,
+        scored=scored.summary["scored"],
+        failed=scored.summary["failed"],
+        summary=scored.summary,
+        plot=scored.plot_uri,
+        llm=scored.llm_usage,
+    )
+    plots = [extracted.plot_uri, *([scored.plot_uri] if scored.plot_uri else [])]
+    table_uri = version = None
+    if p["publish_table"]:
+        started = time.perf_counter()
+        published = publish(root=p["root"], scores=scored.run_id)
+        report.stage("publish", time.perf_counter() - started, **asdict(published))
+        table_uri, version = published.table_uri, published.version
+    neurons = scored.summary["neurons"]
+    report.finish(
+        "completed",
+        neurons=neurons,
+        neurons_failed=_neurons_without_score(storage, scored.run_id),
+        llm=_llm_totals(report.record["stages"]),
+        table=table_uri,
+        version=version,
+        plots=plots,
+    )
+    get_run_logger().info("atlas run %s completed: table %s (version %s)", report.record["run_id"], table_uri, version)
+    return AtlasResult(report.record["run_id"], "completed", table_uri, version, plots, storage.uri(report.path))
+
+
+def _neurons_without_score(storage: Storage, scores_run: str) -> int:
+    """Neurons none of whose explanations got a score from any scorer."""
+    from neuronatlas.datasets import explanations as contract
+
+    table = storage.read_parquet(contract.scores_path(scores_run), schema=contract.SCORES_SCHEMA).to_pandas()
+    columns = ["top_and_random_score", "embedding_auc", "detection_auc", "fuzzing_auc"]
+    scored = table[columns].notna().any(axis=1).groupby([table["layer"], table["neuron"]]).any()
+    return int((~scored).sum())
+
+
+def _llm_totals(stages: list[dict[str, Any]]) -> dict[str, float]:
+    totals = {"calls": 0.0, "prompt_tokens": 0.0, "completion_tokens": 0.0, "cost_usd": 0.0, "cache_hits": 0.0}
+    for stage in stages:
+        for name in totals:
+            totals[name] += float((stage.get("llm") or {}).get(name) or 0)
+    return {name: round(value, 4) if name == "cost_usd" else int(value) for name, value in totals.items()}
