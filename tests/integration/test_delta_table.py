@@ -1,0 +1,67 @@
+"""The published table's MERGE rule, history and time travel on a real Delta table, in a local
+folder and on a real S3-compatible server."""
+
+from datetime import UTC, datetime
+
+import pyarrow as pa
+
+from neuronatlas.adapters.delta import DeltaLocation
+from neuronatlas.adapters.storage import Storage
+from neuronatlas.datasets import published
+from neuronatlas.tasks.publish import REPLACE_WHEN
+
+
+def rows(publish_id: str, entries: list[tuple[int, str, float, str]]) -> pa.Table:
+    """(neuron, rank_by, rank_score, explanation) -> full published rows of layer 3."""
+    filled = []
+    for neuron, rank_by, rank_score, explanation in entries:
+        row = {field.name: None for field in published.SCHEMA}
+        row.update(
+            model="m",
+            layer=3,
+            neuron=neuron,
+            sign="positive",
+            explanation=explanation,
+            explanation_id=0,
+            rank_by=rank_by,
+            rank_score=rank_score,
+            published_at=datetime.now(UTC),
+            **{name: publish_id for name in published.LINEAGE},
+        )
+        filled.append(row)
+    return pa.Table.from_pylist(filled, schema=published.SCHEMA)
+
+
+def test_a_publish_replaces_only_rows_it_improves_and_every_version_reads_back(root: str) -> None:
+    location = DeltaLocation(Storage.open(root), published.TABLE_PATH)
+    assert not location.exists()
+    location.create(published.SCHEMA, {"neuronatlas_format_version": "1"})
+    first = rows(
+        "p-1", [(1, "selection_auc", 0.6, "a"), (2, "selection_auc", 0.7, "b"), (3, "selection_auc", 0.5, "c")]
+    )
+    merged = location.merge(first, published.KEY, REPLACE_WHEN, {published.PUBLISH_KEY: "p-1"})
+    assert merged["version"] == 1 and merged["num_target_rows_inserted"] == 3
+    second = rows(
+        "p-2",
+        [
+            (1, "selection_auc", 0.8, "a better one"),  # improves: replaced
+            (2, "selection_auc", 0.65, "a worse one"),  # does not: kept
+            (3, "top_and_random_score", 0.1, "other criterion"),  # ranked otherwise: the newer replaces
+            (4, "selection_auc", 0.55, "new"),  # new neuron: inserted
+        ],
+    )
+    merged = location.merge(second, published.KEY, REPLACE_WHEN, {published.PUBLISH_KEY: "p-2"})
+    assert merged["version"] == 2
+    assert (merged["num_target_rows_inserted"], merged["num_target_rows_updated"]) == (1, 2)
+    latest = {r["neuron"]: r["explanation"] for r in location.read(None, published.SCHEMA).to_pylist()}
+    assert latest == {1: "a better one", 2: "b", 3: "other criterion", 4: "new"}
+    # time travel: version 1 is the first publish, as written
+    assert location.read(1, published.SCHEMA).sort_by("neuron").equals(first.sort_by("neuron"))
+    assert location.read(0, published.SCHEMA).num_rows == 0
+    history = location.history()
+    assert [c["version"] for c in history] == [2, 1, 0]
+    assert [c.get(published.PUBLISH_KEY) for c in history[:2]] == ["p-2", "p-1"]
+    # a restore is one more version, with the content of the one it restores
+    location.restore(1, {published.ROLLED_BACK_KEY: "p-2"})
+    assert location.open().version() == 3
+    assert location.read(None, published.SCHEMA).sort_by("neuron").equals(first.sort_by("neuron"))
