@@ -541,6 +541,23 @@ def lineage(
                 typer.echo(f"{'  ' * depth}   {key}: {value}")
 
 
+@app.command()
+def deploy(
+    root: Root = "./atlas",
+    pool: Annotated[str, typer.Option(help="Prefect process work pool (created if missing).")] = "neuronatlas",
+    neurons: Annotated[str, typer.Option(help="Neurons each run explains and scores.")] = "2",
+) -> None:
+    """Create the atlas deployments on a Prefect server (PREFECT_API_URL): nightly at 02:00 UTC and
+    on demand. Start a worker to run them: `prefect worker start --pool neuronatlas`."""
+    configure_environment()
+    from neuronatlas.flows.deploy import deploy as create
+
+    names = create(root, pool, {"neurons": neurons})
+    typer.echo(f"deployments on {pool}: {', '.join(names)}")
+    typer.echo(f"run now:   prefect deployment run {names[-1]} [--param neurons=24]")
+    typer.echo(f"worker:    prefect worker start --pool {pool}")
+
+
 @app.command("prepare-model")
 def prepare_model(
     model: Annotated[str, typer.Argument(help="Shipped model name or model folder.")] = "smollm2-135m",
