@@ -17,6 +17,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from neuronatlas.adapters.data_docs import ValidationEntry, build_data_docs
 from neuronatlas.adapters.llm import BackendOptions
 from neuronatlas.adapters.models import DEFAULT_MODEL
 from neuronatlas.adapters.storage import Storage
@@ -26,6 +27,7 @@ from neuronatlas.flows.extract import extract_activations
 from neuronatlas.flows.ingest import DEFAULT_SOURCE, ingest_corpus
 from neuronatlas.flows.publish import publish
 from neuronatlas.flows.score import DEFAULT_SIMULATOR, simulate_and_score
+from neuronatlas.tasks.publish import lineage_chain, validation_entries
 from neuronatlas.version import code_version
 
 RUNS = "runs"
@@ -42,6 +44,7 @@ class AtlasResult:
     table_uri: str | None
     version: int | None
     plots: list[str]
+    data_docs: str
     report_uri: str
 
 
@@ -209,13 +212,20 @@ def _stages(storage: Storage, report: RunReport, p: dict[str, Any]) -> AtlasResu
         plot=scored.plot_uri,
         llm=scored.llm_usage,
     )
-    plots = [extracted.plot_uri, *([scored.plot_uri] if scored.plot_uri else [])]
+    plots = [extracted.plot_uri, *[uri for uri in (scored.layer_plot_uri, scored.plot_uri) if uri]]
     table_uri = version = None
+    publish_validations: list[ValidationEntry] = []
     if p["publish_table"]:
         started = time.perf_counter()
         published = publish(root=p["root"], scores=scored.run_id)
         report.stage("publish", time.perf_counter() - started, **asdict(published))
         table_uri, version = published.table_uri, published.version
+        publish_validations = _publish_validations(storage, published.publish_id)
+    started = time.perf_counter()
+    entries = validation_entries(storage, lineage_chain(storage, scored.run_id)) + publish_validations
+    docs = build_data_docs(storage, f"{RUNS}/{report.record['run_id']}/data_docs", entries)
+    failed = sum(not entry.result["success"] for entry in entries)
+    report.stage("data_docs", time.perf_counter() - started, uri=docs, validations=len(entries), failed=failed)
     neurons = scored.summary["neurons"]
     report.finish(
         "completed",
@@ -225,9 +235,20 @@ def _stages(storage: Storage, report: RunReport, p: dict[str, Any]) -> AtlasResu
         table=table_uri,
         version=version,
         plots=plots,
+        data_docs=docs,
     )
     get_run_logger().info("atlas run %s completed: table %s (version %s)", report.record["run_id"], table_uri, version)
-    return AtlasResult(report.record["run_id"], "completed", table_uri, version, plots, storage.uri(report.path))
+    return AtlasResult(report.record["run_id"], "completed", table_uri, version, plots, docs, storage.uri(report.path))
+
+
+def _publish_validations(storage: Storage, publish_id: str) -> list[ValidationEntry]:
+    """The publish's two suite results (the rows offered, the table after the MERGE)."""
+    record = storage.read_json(f"published/_publishes/{publish_id}.json")
+    return [
+        ValidationEntry("published", f"{publish_id} {name}", report["ge_result"])
+        for name, report in record["validation"].items()
+        if report.get("ge_result")
+    ]
 
 
 def _neurons_without_score(storage: Storage, scores_run: str) -> int:

@@ -22,7 +22,7 @@ from prefect.transactions import transaction
 from neuronatlas.adapters.embedding import Encoder
 from neuronatlas.adapters.llm import BackendOptions, check_backend, make_backend, parse_backend
 from neuronatlas.adapters.llm_cache import CachedBackend, warn_if_budget_ran_out
-from neuronatlas.adapters.plots import plot_real_vs_null
+from neuronatlas.adapters.plots import plot_real_vs_null, plot_scores_by_layer
 from neuronatlas.adapters.progress import progress
 from neuronatlas.adapters.storage import Storage
 from neuronatlas.core.explain import NeuronRecords
@@ -127,6 +127,8 @@ class ScoreResult:
     scores_uri: str
     summary: dict[str, Any]
     plot_uri: str | None
+    layer_plot_uri: str | None
+    """Scores by layer (best explanation per neuron against the null)."""
     llm_usage: dict[str, Any]
     """This call's LLM usage: calls, tokens, cost, cache hits."""
 
@@ -325,8 +327,11 @@ def _finish(
         )
     figures = summary(scores, sensitivity, seed)
     plot = f"{paths['scores']}/real_vs_null.png"
+    layer_plot = f"{paths['scores']}/scores_by_layer.png"
     if changed or not storage.exists(f"{paths['scores']}/_manifest.json"):
-        storage.write_bytes(plot, plot_real_vs_null(scores, f"{run} · {llm.id.split('@')[0]} · {plan.method}"))
+        what = f"{run} · {llm.id.split('@')[0]} · {plan.method}"
+        storage.write_bytes(plot, plot_real_vs_null(scores, what))
+        storage.write_bytes(layer_plot, plot_scores_by_layer(scores[scores["is_best"]], what))
         manifest = {
             **context,
             "explanations": storage.uri(contract.explanations_path(plan.explanations_run)),
@@ -335,6 +340,7 @@ def _finish(
             "explainer": plan.explanations_manifest.get("explainer"),
             "summary": figures,
             "plot": storage.uri(plot),
+            "layer_plot": storage.uri(layer_plot),
             "llm_last_run": llm.usage_manifest(),
             "timings_s_last_run": {"simulate_and_score": round(seconds, 2)},
             "datasets": {name: storage.uri(path) for name, path in paths.items()},
@@ -352,4 +358,6 @@ def _finish(
         log = logger.info if gap["significant"] else logger.warning
         log(line, name, gap["real"], gap["null"], gap["gap"], *gap["ci95"], gap["n"], verdict)
     warn_if_budget_ran_out(logger, llm)
-    return ScoreResult(run, storage.uri(paths["scores"]), figures, storage.uri(plot), llm.usage_manifest())
+    return ScoreResult(
+        run, storage.uri(paths["scores"]), figures, storage.uri(plot), storage.uri(layer_plot), llm.usage_manifest()
+    )

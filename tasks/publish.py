@@ -8,6 +8,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from neuronatlas.adapters.data_docs import ValidationEntry
 from neuronatlas.adapters.storage import Storage
 from neuronatlas.datasets import activations as activations_contract
 from neuronatlas.datasets import corpus as corpus_contract
@@ -88,7 +89,7 @@ def lineage_chain(storage: Storage, scores_run: str) -> list[Link]:
     activation_link = Link(
         "activations", activation_run.run_id, storage.uri(activation_run.records), activation_run.manifest
     )
-    activation_link.validation = _partitions_passed(storage, activation_run.records, layers)
+    activation_link.validation = _partitions_passed(storage, activation_run.records, activation_run.layers)
     activation_link.manifest = {**activation_run.manifest, "neuron_stats": storage.uri(stats)}
     return [
         Link("scores", scores_run, storage.uri(scores), score_manifest, _partitions_passed(storage, scores, layers)),
@@ -104,6 +105,28 @@ def lineage_chain(storage: Storage, scores_run: str) -> list[Link]:
             "corpus", corpus_id, storage.uri(corpus), corpus_manifest, {"whole": bool(corpus_validation.get("success"))}
         ),
     ]
+
+
+def validation_entries(storage: Storage, chain: list[Link]) -> list[ValidationEntry]:
+    """Every suite result the chain's datasets recorded (partition by partition), for Data Docs;
+    results committed before they were kept whole are left out."""
+    entries = []
+    for link in chain:
+        if link.dataset == "corpus":
+            report = link.manifest.get("validation", {})
+            if report.get("ge_result"):
+                entries.append(ValidationEntry("corpus", link.run_id, report["ge_result"]))
+            continue
+        base = link.uri.removeprefix(storage.uri()).strip("/")
+        for partition in sorted(link.validation):
+            if not storage.is_committed(f"{base}/{partition}"):
+                continue
+            for name, report in storage.manifest(f"{base}/{partition}").get("validation", {}).items():
+                if report.get("ge_result"):
+                    entries.append(
+                        ValidationEntry(report.get("suite", name), f"{link.run_id} {partition}", report["ge_result"])
+                    )
+    return entries
 
 
 def check_upstream(chain: list[Link]) -> None:

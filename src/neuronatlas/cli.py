@@ -422,6 +422,7 @@ def run(
         typer.echo(f"table:   {result.table_uri} (version {result.version}); `neuronatlas export OUT.parquet`")
     for plot in result.plots:
         typer.echo(f"plot:    {plot}")
+    typer.echo(f"docs:    {result.data_docs}")
     typer.echo(f"report:  {result.report_uri}")
 
 

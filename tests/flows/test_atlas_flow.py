@@ -67,7 +67,14 @@ def test_the_atlas_publishes_every_neurons_best_explanation_with_its_lineage(loc
     result, storage = local_run.result, Storage.open(local_run.root)
     assert result.status == "completed" and result.version == 1  # version 0 is the empty table
     report = storage.read_json(f"runs/{result.run_id}.json")
-    assert [stage["stage"] for stage in report["stages"]] == ["ingest", "extract", "explain", "score", "publish"]
+    assert [stage["stage"] for stage in report["stages"]] == [
+        "ingest",
+        "extract",
+        "explain",
+        "score",
+        "publish",
+        "data_docs",
+    ]
     stages = {stage["stage"]: stage for stage in report["stages"]}
     scores_run = stages["score"]["run_id"]
     scores = storage.read_parquet(contract.scores_path(scores_run)).to_pandas()
@@ -102,6 +109,28 @@ def test_the_atlas_publishes_every_neurons_best_explanation_with_its_lineage(loc
     assert report["llm"]["calls"] == local_run.explainer.usage.calls + stages["score"]["llm"]["calls"]
     assert all(stage["seconds"] >= 0 for stage in report["stages"])
     assert [r["run_id"] for r in catalog.runs(local_run.root)] == [result.run_id]
+
+
+def test_each_run_builds_data_docs_and_plots(local_run: Run) -> None:
+    """Great Expectations' Data Docs of every suite behind the run (each dataset's partitions,
+    the published rows and table), and the pictures, all under the root."""
+    result = local_run.result
+    docs = Path(result.data_docs)
+    assert docs == Path(local_run.root) / "runs" / result.run_id / "data_docs" / "index.html"
+    pages = [str(page.relative_to(docs.parent)) for page in docs.parent.glob("validations/**/*.html")]
+    suites = {page.split("/")[1] for page in pages}
+    datasets = ["corpus", "activations", "neuron_stats", "explanations", "simulations", "control_simulations", "scores"]
+    assert suites == {*datasets, "published"}
+    # extraction: 2 layers x (records, stats); explain/score: 2 layers; corpus 1; publish 2
+    assert len(pages) == 1 + 4 + 2 + 3 * 2 + 2
+    index = docs.read_text()
+    assert all(suite in index for suite in suites)
+    report = Storage.open(local_run.root).read_json(f"runs/{result.run_id}.json")
+    stage = next(stage for stage in report["stages"] if stage["stage"] == "data_docs")
+    assert (stage["validations"], stage["failed"]) == (len(pages), 0)
+    assert [Path(plot).name for plot in result.plots] == ["summary.png", "scores_by_layer.png", "real_vs_null.png"]
+    for plot in result.plots:
+        assert Path(plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_rerun_skips_every_stage_and_publishes_nothing(local_run: Run, tmp_path: Path) -> None:

@@ -75,6 +75,48 @@ def plot_real_vs_null(scores: pd.DataFrame, title: str) -> bytes:
     return _png(figure)
 
 
+SCORE_PANELS = (
+    ("top_and_random_score", "null_score", "simulation: top-and-random score", (-1.0, 1.0)),
+    ("embedding_auc", "embedding_null", "embedding AUC", (0.0, 1.0)),
+)
+
+
+def plot_scores_by_layer(best: pd.DataFrame, title: str) -> bytes:
+    """As the paper's figure of scores by layer: per layer, the distribution of each neuron's
+    best explanation's score (box and points) beside its permutation null, for the simulation
+    score and the embedding AUC (a panel per scorer that ran)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [panel for panel in SCORE_PANELS if best[panel[0]].notna().any()] or [SCORE_PANELS[0]]
+    layers = sorted(int(layer) for layer in best["layer"].unique())
+    width = max(6.0, 1.2 + 0.5 * len(layers))
+    figure, axes = plt.subplots(len(panels), 1, figsize=(width, 3.2 * len(panels)), squeeze=False)
+    jitter = np.random.default_rng(0)
+    for axis, (real, null, label, limits) in zip(axes[:, 0], panels, strict=True):
+        for offset, column, colour in ((-0.18, real, "tab:blue"), (0.18, null, "tab:grey")):
+            values = [best.loc[best["layer"] == layer, column].dropna().to_numpy() for layer in layers]
+            positions = [i + offset for i in range(len(layers))]
+            kept = [(p, v) for p, v in zip(positions, values, strict=True) if len(v)]
+            if kept:
+                axis.boxplot([v for _, v in kept], positions=[p for p, _ in kept], widths=0.3, showfliers=False)
+            for position, points in kept:
+                axis.scatter(position + jitter.uniform(-0.06, 0.06, len(points)), points, s=10, color=colour, alpha=0.7)
+        axis.scatter([], [], color="tab:blue", label="best explanation")
+        axis.scatter([], [], color="tab:grey", label="permutation null")
+        axis.set_xticks(range(len(layers)), [str(layer) for layer in layers], fontsize=8)
+        axis.set_xlim(-0.6, len(layers) - 0.4)
+        axis.set_ylim(*limits)
+        axis.set_xlabel("layer")
+        axis.set_ylabel(label)
+        axis.legend(fontsize=8, loc="upper right")
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return _png(figure)
+
+
 def plot_gaps(rows: list[dict], title: str) -> bytes:
     """Validity harness: per (explanations, scorer) row, the mean paired gap real - null with its
     bootstrap 95% interval; a row whose interval stays right of 0 beats its permutation null."""

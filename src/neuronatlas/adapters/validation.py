@@ -24,6 +24,8 @@ class ValidationReport:
     rows: int
     results: list[dict[str, Any]] = field(default_factory=list)
     """One entry per expectation: name, arguments, success, unexpected count and examples."""
+    ge_result: dict[str, Any] | None = None
+    """Great Expectations' own validation result (JSON), from which Data Docs are rendered."""
 
     def failed(self) -> list[str]:
         """One readable line per failed expectation."""
@@ -35,7 +37,13 @@ class ValidationReport:
         ]
 
     def to_manifest(self) -> dict[str, Any]:
-        return {"suite": self.suite, "success": self.success, "rows": self.rows, "results": self.results}
+        return {
+            "suite": self.suite,
+            "success": self.success,
+            "rows": self.rows,
+            "results": self.results,
+            "ge_result": self.ge_result,
+        }
 
 
 @cache
@@ -66,7 +74,7 @@ def run_suite(dataset: str, frame: pd.DataFrame, suite: "gx.ExpectationSuite") -
         context.suites.delete(name)
         context.data_sources.delete(name)
     results = [_summarise(result) for result in outcome.results]
-    report = ValidationReport(dataset, dataset, bool(outcome.success), len(frame), results)
+    report = ValidationReport(dataset, dataset, bool(outcome.success), len(frame), results, outcome.to_json_dict())
     log.info("validated %s: %s (%d expectations)", dataset, "passed" if report.success else "FAILED", len(results))
     return report
 
