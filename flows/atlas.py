@@ -20,6 +20,7 @@ from prefect.runtime import flow_run
 from neuronatlas.adapters.data_docs import ValidationEntry, build_data_docs
 from neuronatlas.adapters.llm import BackendOptions
 from neuronatlas.adapters.models import DEFAULT_MODEL
+from neuronatlas.adapters.runners import check_runner, cluster_for, on_runner
 from neuronatlas.adapters.storage import Storage
 from neuronatlas.errors import AtlasError
 from neuronatlas.flows.explain import DEFAULT_EXPLAINER, explain_neurons
@@ -103,13 +104,16 @@ def atlas(
     scorers: str = "simulation,embedding",
     seed: int = 0,
     publish_table: bool = True,
+    runner: str = "local",
     options: BackendOptions | None = None,
     explainer_backend: Any = None,
     simulator_backend: Any = None,
 ) -> AtlasResult:
-    """The whole pipeline on one root; `*_backend` (LLM backend objects) replace the named models in tests."""
+    """The whole pipeline on one root; `*_backend` (LLM backend objects) replace the named models in
+    tests. `runner`: local, or dask[:ADDRESS] to run extraction shards and neuron batches on Dask."""
     logger = get_run_logger()
     storage = Storage.open(root)
+    chosen_runner = check_runner(runner)
     run_id = new_run_id()
     parameters = {
         "source": source,
@@ -128,12 +132,14 @@ def atlas(
         "scorers": scorers,
         "seed": seed,
         "publish": publish_table,
+        "runner": runner,
         "base_url": options.base_url if options else None,
     }
     report = RunReport(storage, run_id, parameters)
     logger.info("atlas run %s: %s", run_id, storage.uri(report.path))
     try:
-        result = _stages(storage, report, locals())
+        with cluster_for(chosen_runner) as active:
+            result = _stages(storage, report, {**locals(), "runner": active})
     except BaseException as error:
         reason = str(error) if isinstance(error, AtlasError) else traceback.format_exception_only(error)[-1].strip()
         report.finish("failed", error=reason)
@@ -144,11 +150,12 @@ def atlas(
 def _stages(storage: Storage, report: RunReport, p: dict[str, Any]) -> AtlasResult:
     options = p["options"] or BackendOptions()
     started = time.perf_counter()
+    runner = p["runner"]
     ingested = ingest_corpus(source=p["source"], root=p["root"], tokenizer_of=p["model"])
     report.stage("ingest", time.perf_counter() - started, corpus_id=ingested.corpus_id, created=ingested.created)
 
     started = time.perf_counter()
-    extracted = extract_activations(
+    extracted = on_runner(extract_activations, runner)(
         root=p["root"],
         model=p["model"],
         corpus=ingested.corpus_id,
@@ -157,6 +164,7 @@ def _stages(storage: Storage, report: RunReport, p: dict[str, Any]) -> AtlasResu
         random_k=p["random_k"],
         seed=p["seed"],
         limit=p["limit"],
+        runner=str(runner),
     )
     report.stage(
         "extract",
@@ -168,7 +176,7 @@ def _stages(storage: Storage, report: RunReport, p: dict[str, Any]) -> AtlasResu
     )
 
     started = time.perf_counter()
-    explained = explain_neurons(
+    explained = on_runner(explain_neurons, runner)(
         root=p["root"],
         activations=extracted.run_id,
         layers=p["layers"],
@@ -179,6 +187,7 @@ def _stages(storage: Storage, report: RunReport, p: dict[str, Any]) -> AtlasResu
         seed=p["seed"],
         options=options,
         backend=p["explainer_backend"],
+        runner=str(runner),
     )
     gc.collect()  # the explainer's weights go before the simulator's load: never two at once
     report.stage(
@@ -191,7 +200,7 @@ def _stages(storage: Storage, report: RunReport, p: dict[str, Any]) -> AtlasResu
     )
 
     started = time.perf_counter()
-    scored = simulate_and_score(
+    scored = on_runner(simulate_and_score, runner)(
         root=p["root"],
         explanations=explained.run_id,
         simulator=p["simulator"],
@@ -200,6 +209,7 @@ def _stages(storage: Storage, report: RunReport, p: dict[str, Any]) -> AtlasResu
         scorers=p["scorers"],
         options=options,
         backend=p["simulator_backend"],
+        runner=str(runner),
     )
     gc.collect()
     report.stage(

@@ -12,13 +12,15 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.transactions import transaction
 
 from neuronatlas.adapters.llm import BackendOptions, GenerationParams, LLMBackend, check_backend, make_backend
-from neuronatlas.adapters.llm_cache import CachedBackend, warn_if_budget_ran_out
+from neuronatlas.adapters.llm_cache import CachedBackend, UsageReport, warn_if_budget_ran_out
 from neuronatlas.adapters.progress import progress
+from neuronatlas.adapters.runners import gather_layers, parse_runner, worker_name
 from neuronatlas.adapters.storage import Storage
 from neuronatlas.core.explain import explanation_rows, unexplainable
 from neuronatlas.core.layers import parse_layers, parse_neurons
@@ -137,8 +139,10 @@ def explain_neurons(
     sign: str = "positive",
     options: BackendOptions | None = None,
     backend: Any = None,
+    runner: str = "local",
 ) -> ExplainResult:
-    """Explain the selected neurons; `backend` (an `LLMBackend`) replaces `explainer` in tests."""
+    """Explain the selected neurons; `backend` (an `LLMBackend`) replaces `explainer` in tests.
+    With a Dask `runner`, each layer's neurons are a task on a worker with its own explainer."""
     logger = get_run_logger()
     options = options or BackendOptions()
     selection = check_explain_inputs(
@@ -155,6 +159,9 @@ def explain_neurons(
         sign,
     )
     storage = selection.storage
+    distributed = parse_runner(runner).distributed
+    if distributed and backend is not None:
+        raise InputError("--runner dask: a backend object cannot be sent to workers; name the explainer")
     llm = CachedBackend(backend or make_backend(explainer, "--explainer", options, storage), storage)
     params = GenerationParams(n=samples, temperature=temperature, max_tokens=max_tokens, seed=seed)
     parameters = {
@@ -189,36 +196,64 @@ def explain_neurons(
     with progress(
         "explaining", sum(len(selection.of_layer(layer)) for layer in pending), logger, "neurons", "neurons"
     ) as update:
-        done = 0
-        for layer in pending:
-            table, retryable = _explain_layer(selection, layer, llm, params, prompt_format, scale, sign, update, done)
-            done += len(selection.of_layer(layer))
-            _commit(
-                storage, path, layer, table, selection.run.d_mlp, samples, {**context, "retryable_failures": retryable}
-            )
+        work = LayerWork(selection, path, params, prompt_format, scale, sign, samples, context)
+        if distributed:  # one task per layer, on a worker with its own explainer
+            futures = [(layer, explain_layer_task.submit(work, layer, explainer, options)) for layer in pending]
+            gather_layers(futures, llm, selection.of_layer, update)
+        else:
+            done = 0
+            for layer in pending:
+                work.run(layer, llm, update, done)
+                done += len(selection.of_layer(layer))
     return _finish(storage, path, run, selection, llm, context, time.perf_counter() - started, pending)
 
 
+@dataclass(frozen=True)
+class LayerWork:
+    """What explaining one layer needs, in the flow's process or on a Dask worker."""
+
+    selection: Selection
+    path: str
+    params: GenerationParams
+    prompt_format: str
+    scale: int
+    sign: str
+    samples: int
+    context: dict[str, Any]
+
+    def run(self, layer: int, llm: LLMBackend, update: Any, done_before: int) -> None:
+        """Explain the layer's neurons and commit its partition."""
+        table, retryable = _explain_layer(self, layer, llm, update, done_before)
+        context = {**self.context, "retryable_failures": retryable, "worker": worker_name()}
+        _commit(self.selection.storage, self.path, layer, table, self.selection.run.d_mlp, self.samples, context)
+
+
+@task(cache_policy=NO_CACHE)
+def explain_layer_task(work: LayerWork, layer: int, explainer: str, options: BackendOptions) -> UsageReport:
+    """One layer's neurons on a Dask worker, with an explainer of its own; returns what it spent."""
+    storage = work.selection.storage
+    llm = CachedBackend(make_backend(explainer, "--explainer", options, storage), storage)
+    work.run(layer, llm, lambda *_: None, 0)
+    return llm.report()
+
+
 def _explain_layer(
-    selection: Selection,
+    work: LayerWork,
     layer: int,
     llm: LLMBackend,
-    params: GenerationParams,
-    prompt_format: str,
-    scale: int,
-    sign: str,
     update: Any,
     done_before: int,
 ) -> tuple[pa.Table, int]:
     """The layer's explanation rows, and how many failed in the LLM call itself (retried by a rerun)."""
-    records = load_neuron_records(selection.storage, selection.run, layer, selection.of_layer(layer), sign)
+    selection, params = work.selection, work.params
+    records = load_neuron_records(selection.storage, selection.run, layer, selection.of_layer(layer), work.sign)
     rows: list[dict[str, Any]] = []
     retryable = 0
     for start in range(0, len(records), CHUNK):
         chunk = records[start : start + CHUNK]
         reasons = [unexplainable(neuron) for neuron in chunk]
         asked = [neuron for neuron, reason in zip(chunk, reasons, strict=True) if reason is None]
-        prompts = [explainer_prompt(neuron.train(), prompt_format, scale) for neuron in asked]  # type: ignore[arg-type]
+        prompts = [explainer_prompt(neuron.train(), work.prompt_format, work.scale) for neuron in asked]  # type: ignore[arg-type]
         answers = iter(llm.generate(prompts, params) if prompts else [])
         for neuron, reason in zip(chunk, reasons, strict=True):
             answer = next(answers) if reason is None else None

@@ -6,13 +6,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.transactions import transaction
 
 from neuronatlas.adapters.extraction import mlp_layout, pick_device, pick_dtype
 from neuronatlas.adapters.models import DEFAULT_MODEL, ModelSource, load_model, open_tokenizer, resolve_model
 from neuronatlas.adapters.plots import plot_layer_statistics
+from neuronatlas.adapters.runners import LOCAL_WORKERS, parse_runner, worker_name
 from neuronatlas.adapters.storage import Storage
 from neuronatlas.core.layers import parse_layers
 from neuronatlas.core.records import random_pool
@@ -134,10 +136,14 @@ def extract_activations(
     batch_size: int = 32,
     layers_per_shard: int = 0,
     limit: int | None = None,
+    runner: str = "local",
 ) -> ExtractResult:
-    """Extract top / bottom / random records and statistics of every MLP neuron of `layers`."""
+    """Extract top / bottom / random records and statistics of every MLP neuron of `layers`;
+    with a Dask `runner`, each shard of layers is a task on a worker (see `adapters.runners`)."""
     logger = get_run_logger()
     plan = check_extract_inputs(root, model, corpus, layers, top_k, random_k, limit, device, dtype)
+    distributed = parse_runner(runner).distributed
+    requested_device = device  # what Dask workers pick from, each on its own hardware
     device = pick_device(device)
     torch_dtype = pick_dtype(dtype, device)
     dtype_name = str(torch_dtype).removeprefix("torch.")
@@ -155,27 +161,26 @@ def extract_activations(
     timings: dict[str, float] = {}
     if pending:
         started = time.perf_counter()
-        excerpts = load_excerpts(storage, plan.corpus_id, limit)
-        subject = load_model(plan.source).to(device=device, dtype=torch_dtype).eval()
-        pool = random_pool(len(excerpts.token_ids), random_k + 2 * top_k, np.random.default_rng(seed))
         context = {
             "run_id": run,
             "model": model,
             "model_checksum": plan.source.checksum,
             "corpus_id": plan.corpus_id,
-            "device": device,
             "parameters": parameters,
             "code_version": code_version(),
             "prefect_flow_run_id": str(flow_run.get_id() or ""),
-            "neuron": mlp_layout(subject).definition,
         }
-        size = layers_per_shard or len(pending)
-        for shard in [pending[i : i + size] for i in range(0, len(pending), size)]:
-            shard_started = time.perf_counter()
-            state = extract_shard(subject, excerpts, shard, top_k, pool, batch_size, device)
-            timings[f"layers {shard[0]}-{shard[-1]}"] = time.perf_counter() - shard_started
-            for layer in shard:
-                _commit_layer(storage, datasets, layer, state.pop(layer), pool, excerpts, plan, context)
+        work = ShardWork(plan, datasets, context, batch_size, requested_device if distributed else device, dtype)
+        size = layers_per_shard or (-(-len(pending) // LOCAL_WORKERS) if distributed else len(pending))
+        shards = [pending[i : i + size] for i in range(0, len(pending), size)]
+        if distributed:  # one task per shard, each on a worker that loads its own model
+            futures = [extract_shard_task.submit(work, shard) for shard in shards]
+            outcomes = [future.result() for future in futures]
+        else:
+            outcomes = work.run_shards(shards)
+        for outcome in outcomes:
+            timings.update(outcome["timings"])
+            device = outcome["device"]
         timings["extraction_total"] = time.perf_counter() - started
     if pending or not storage.is_committed(datasets["records"]):
         plot_uri = _finish_run(storage, datasets, run, plan, parameters, timings, device)
@@ -184,6 +189,46 @@ def extract_activations(
     return ExtractResult(
         run, storage.uri(datasets["records"]), storage.uri(datasets["stats"]), plan.layers, pending, plot_uri
     )
+
+
+@dataclass(frozen=True)
+class ShardWork:
+    """What a shard of layers needs, in the flow's process or on a Dask worker."""
+
+    plan: ExtractPlan
+    datasets: dict[str, str]
+    context: dict[str, Any]
+    batch_size: int
+    device: str
+    dtype: str
+
+    def run_shards(self, shards: list[list[int]]) -> list[dict[str, Any]]:
+        """Load the excerpts and the model once, then extract and commit each shard."""
+        parameters = self.context["parameters"]
+        top_k, random_k, seed = parameters["top_k"], parameters["random_k"], parameters["seed"]
+        device = pick_device(self.device)
+        excerpts = load_excerpts(self.plan.storage, self.plan.corpus_id, parameters["limit"])
+        subject = load_model(self.plan.source).to(device=device, dtype=pick_dtype(self.dtype, device)).eval()
+        pool = random_pool(len(excerpts.token_ids), random_k + 2 * top_k, np.random.default_rng(seed))
+        context = {**self.context, "device": device, "neuron": mlp_layout(subject).definition, "worker": worker_name()}
+        outcomes = []
+        for shard in shards:
+            started = time.perf_counter()
+            state = extract_shard(subject, excerpts, shard, top_k, pool, self.batch_size, device)
+            seconds = time.perf_counter() - started
+            for layer in shard:
+                _commit_layer(
+                    self.plan.storage, self.datasets, layer, state.pop(layer), pool, excerpts, self.plan, context
+                )
+            outcomes.append({"timings": {f"layers {shard[0]}-{shard[-1]}": seconds}, "device": device})
+        return outcomes
+
+
+@task(cache_policy=NO_CACHE)
+def extract_shard_task(work: ShardWork, shard: list[int]) -> dict[str, Any]:
+    """One shard of layers on a Dask worker: its own model load, extraction and commits."""
+    [outcome] = work.run_shards([shard])
+    return outcome
 
 
 def _commit_layer(

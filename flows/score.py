@@ -15,15 +15,17 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.transactions import transaction
 
 from neuronatlas.adapters.embedding import Encoder
 from neuronatlas.adapters.llm import BackendOptions, check_backend, make_backend, parse_backend
-from neuronatlas.adapters.llm_cache import CachedBackend, warn_if_budget_ran_out
+from neuronatlas.adapters.llm_cache import CachedBackend, UsageReport, warn_if_budget_ran_out
 from neuronatlas.adapters.plots import plot_real_vs_null, plot_scores_by_layer
 from neuronatlas.adapters.progress import progress
+from neuronatlas.adapters.runners import gather_layers, parse_runner, worker_name
 from neuronatlas.adapters.storage import Storage
 from neuronatlas.core.explain import NeuronRecords
 from neuronatlas.core.prompts import PROMPT_VERSION
@@ -145,26 +147,25 @@ def simulate_and_score(
     scorers: str = "simulation,embedding",
     options: BackendOptions | None = None,
     backend: Any = None,
+    runner: str = "local",
 ) -> ScoreResult:
     """Score every explanation of a run with each scorer (simulation: simulated activations;
-    embedding: span AUC) and the token-lookup baseline; `backend` replaces `simulator` in tests."""
+    embedding: span AUC) and the token-lookup baseline; `backend` replaces `simulator` in tests.
+    With a Dask `runner`, each layer's neurons are a task on a worker with its own models."""
     logger = get_run_logger()
     options = options or BackendOptions()
     plan = check_score_inputs(root, explanations, simulator, method, scale, None if backend else options, scorers)
     storage = plan.storage
+    distributed = parse_runner(runner).distributed
+    if distributed and backend is not None:
+        raise InputError("--runner dask: a backend object cannot be sent to workers; name the simulator")
     llm = CachedBackend(backend or make_backend(simulator, "--simulator", options, storage), storage)
     if plan.method in READS_DIGITS and not llm.can_read_digits:
         raise InputError(f"--method {plan.method}: {llm.id} cannot read prompt probabilities")
     asks = [name for name in ("detection", "fuzzing") if name in plan.scorers]
     if asks and not llm.can_read_digits:
         raise InputError(f"--scorers {','.join(asks)}: {llm.id} cannot read prompt probabilities")
-    scoring = Scorers(
-        llm if "simulation" in plan.scorers else None,
-        SpanScorer(Encoder(options.device)) if "embedding" in plan.scorers else None,
-        ChoiceScorer(llm) if asks else None,
-        tuple(asks),
-    )
-    simulating = scoring.simulator
+    simulating = "simulation" in plan.scorers
     activation_run = find_activation_run(storage, plan.explanations_manifest["activations_run"])
     neurons = [tuple(pair) for pair in plan.explanations_manifest["neurons"]]
     sign = plan.explanations_manifest["parameters"].get("sign", "positive")  # the side that was explained
@@ -176,7 +177,7 @@ def simulate_and_score(
         "prompt_version": PROMPT_VERSION,
         "scorer_version": SCORER_VERSION,
         "scorers": list(plan.scorers),
-        "encoder": Encoder.id if scoring.spans else None,
+        "encoder": Encoder.id if "embedding" in plan.scorers else None,
     }
     run = contract.run_id("s", plan.explanations_run, llm.id if simulating else None, parameters)
     partner = _control_partners(neurons, seed)
@@ -211,27 +212,91 @@ def simulate_and_score(
     )
     started = time.perf_counter()
     todo = [pair for pair in neurons if pair[0] in pending]
+    work = ScoreWork(
+        storage,
+        activation_run,
+        neurons,
+        partner,
+        sign,
+        explanation_table,
+        digests,
+        paths,
+        plan,
+        scale,
+        placeholder,
+        context,
+    )
     with progress("simulating", len(todo), logger, "neurons", "neurons") as update:
-        done = 0
-        for layer in pending:
-            layer_neurons = [neuron for chosen_layer, neuron in neurons if chosen_layer == layer]
-            records = _records_with_partners(storage, activation_run, layer, layer_neurons, partner, sign)
-            outcomes = []
-            for neuron in layer_neurons:
-                mask = pc.and_(
-                    pc.equal(explanation_table["layer"], layer), pc.equal(explanation_table["neuron"], neuron)
-                )
-                rows = explanation_table.filter(mask).to_pylist()
-                control = records.get(partner.get((layer, neuron), (-1, -1)))
-                outcomes.append(
-                    simulate_neuron(scoring, records[(layer, neuron)], rows, control, plan.method, scale, placeholder)
-                )
-                done += 1
-                update(done, done)
-            tables = layer_tables(layer, outcomes)
-            retry = {"retryable_failures": retryable_failures(outcomes), "explanations_digest": digests[layer]}
-            _commit(storage, paths, layer, tables, activation_run.d_mlp, scale, {**context, **retry})
+        if distributed:  # one task per layer, on a worker with models of its own
+            futures = [(layer, score_layer_task.submit(work, layer, simulator, options)) for layer in pending]
+            gather_layers(futures, llm, work.of_layer, update)
+        else:
+            scoring = make_scorers(plan.scorers, llm, options)
+            done = 0
+            for layer in pending:
+                work.run(layer, scoring, update, done)
+                done += len(work.of_layer(layer))
     return _finish(storage, paths, run, plan, llm, context, time.perf_counter() - started, bool(pending), seed)
+
+
+def make_scorers(chosen: tuple[str, ...], llm: CachedBackend, options: BackendOptions) -> Scorers:
+    asks = tuple(name for name in ("detection", "fuzzing") if name in chosen)
+    return Scorers(
+        llm if "simulation" in chosen else None,
+        SpanScorer(Encoder(options.device)) if "embedding" in chosen else None,
+        ChoiceScorer(llm) if asks else None,
+        asks,
+    )
+
+
+@dataclass(frozen=True)
+class ScoreWork:
+    """What scoring one layer needs, in the flow's process or on a Dask worker."""
+
+    storage: Storage
+    activation_run: Any
+    neurons: list[tuple[int, int]]
+    partner: dict[tuple[int, int], tuple[int, int]]
+    sign: str
+    explanations: pa.Table
+    digests: dict[int, str]
+    paths: dict[str, str]
+    plan: ScorePlan
+    scale: int
+    placeholder: str
+    context: dict[str, Any]
+
+    def of_layer(self, layer: int) -> list[int]:
+        return [neuron for chosen_layer, neuron in self.neurons if chosen_layer == layer]
+
+    def run(self, layer: int, scoring: Scorers, update: Any, done_before: int) -> None:
+        """Score the layer's explanations with every scorer and commit its partitions."""
+        records = _records_with_partners(
+            self.storage, self.activation_run, layer, self.of_layer(layer), self.partner, self.sign
+        )
+        table = self.explanations
+        outcomes = []
+        for done, neuron in enumerate(self.of_layer(layer), start=done_before + 1):
+            rows = table.filter(pc.and_(pc.equal(table["layer"], layer), pc.equal(table["neuron"], neuron))).to_pylist()
+            control = records.get(self.partner.get((layer, neuron), (-1, -1)))
+            outcomes.append(
+                simulate_neuron(
+                    scoring, records[(layer, neuron)], rows, control, self.plan.method, self.scale, self.placeholder
+                )
+            )
+            update(done, done)
+        tables = layer_tables(layer, outcomes)
+        retry = {"retryable_failures": retryable_failures(outcomes), "explanations_digest": self.digests[layer]}
+        context = {**self.context, **retry, "worker": worker_name()}
+        _commit(self.storage, self.paths, layer, tables, self.activation_run.d_mlp, self.scale, context)
+
+
+@task(cache_policy=NO_CACHE)
+def score_layer_task(work: ScoreWork, layer: int, simulator: str, options: BackendOptions) -> UsageReport:
+    """One layer's explanations on a Dask worker, with a simulator and encoder of its own."""
+    llm = CachedBackend(make_backend(simulator, "--simulator", options, work.storage), work.storage)
+    work.run(layer, make_scorers(work.plan.scorers, llm, options), lambda *_: None, 0)
+    return llm.report()
 
 
 def _explanations_digest(table: pa.Table, layer: int) -> str:

@@ -382,6 +382,9 @@ def run(
     ),
     base_url: BaseUrl = None,
     no_publish: Annotated[bool, typer.Option("--no-publish", help="Stop after scoring.")] = False,
+    runner: Annotated[
+        str, typer.Option(help="local, or dask[:ADDRESS]: shards and neuron batches on a Dask cluster.")
+    ] = "local",
 ) -> None:
     """The `atlas` flow on the embedded default: ingestion, extraction of every layer, explanation
     and scoring of a seeded sample of neurons, then a new version of the published table. Each
@@ -394,6 +397,9 @@ def run(
     check_backend(explainer, "--explainer", options)
     check_backend(simulator, "--simulator", options)
     parse_scorers(scorers)
+    from neuronatlas.adapters.runners import check_runner
+
+    check_runner(runner)
     if samples < 1:
         raise AtlasError(f"--samples {samples}: must be at least 1")
     typer.echo(
@@ -412,6 +418,7 @@ def run(
         simulator=simulator,
         scorers=scorers,
         publish_table=not no_publish,
+        runner=runner,
         options=options,
     )
     from neuronatlas import catalog

@@ -7,7 +7,7 @@ request and the sampling parameters; failures are not cached, so a rerun retries
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from neuronatlas.adapters.llm import ChoiceReadout, DigitReadout, Generation, GenerationParams, LLMBackend, Usage
@@ -19,6 +19,15 @@ CACHE_DIR = "llm_cache"
 
 def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    """What a backend on another process (a Dask worker) spent, to add to the flow's account."""
+
+    usage: Usage
+    hits: int
+    misses: int
 
 
 class CachedBackend:
@@ -35,6 +44,15 @@ class CachedBackend:
     @property
     def usage(self) -> Usage:
         return self.backend.usage
+
+    def report(self) -> UsageReport:
+        return UsageReport(self.usage, self.hits, self.misses)
+
+    def absorb(self, report: UsageReport) -> None:
+        """Count what a worker's backend spent as spent by this one."""
+        self.usage.add(report.usage)
+        self.hits += report.hits
+        self.misses += report.misses
 
     def usage_manifest(self) -> dict[str, Any]:
         """What this run asked of the LLM, for a manifest: calls, tokens, cost, cache hits."""
