@@ -554,13 +554,16 @@ def deploy(
     root: Root = "./atlas",
     pool: Annotated[str, typer.Option(help="Prefect process work pool (created if missing).")] = "neuronatlas",
     neurons: Annotated[str, typer.Option(help="Neurons each run explains and scores.")] = "2",
+    runner: Annotated[str, typer.Option(help="local, or dask:ADDRESS for the runs.")] = "local",
 ) -> None:
     """Create the atlas deployments on a Prefect server (PREFECT_API_URL): nightly at 02:00 UTC and
     on demand. Start a worker to run them: `prefect worker start --pool neuronatlas`."""
     configure_environment()
+    from neuronatlas.adapters.runners import parse_runner
     from neuronatlas.flows.deploy import deploy as create
 
-    names = create(root, pool, {"neurons": neurons})
+    parse_runner(runner)
+    names = create(root, pool, {"neurons": neurons, "runner": runner})
     typer.echo(f"deployments on {pool}: {', '.join(names)}")
     typer.echo(f"run now:   prefect deployment run {names[-1]} [--param neurons=24]")
     typer.echo(f"worker:    prefect worker start --pool {pool}")
