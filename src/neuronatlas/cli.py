@@ -371,6 +371,8 @@ def corpora(root: Root = "./atlas") -> None:
 @app.command()
 def run(
     root: Root = "./atlas",
+    source: Annotated[str, typer.Option(help="Corpus source (see `ingest --source`).")] = "wiki-vital-en",
+    model: Annotated[str, typer.Option(help="Subject model: shipped name or model folder.")] = "smollm2-135m",
     limit: Annotated[int, typer.Option(help="Excerpts to extract from (0: the whole corpus).")] = 2048,
     neurons: Annotated[str, typer.Option(help="Neurons to explain and score: a count or a list.")] = "2",
     layers: Annotated[str, typer.Option(help="Layers to pick neurons from.")] = "all",
@@ -403,13 +405,15 @@ def run(
     if samples < 1:
         raise AtlasError(f"--samples {samples}: must be at least 1")
     typer.echo(
-        f"neuronatlas run: ingest wiki-vital-en, extract every layer of smollm2-135m "
+        f"neuronatlas run: ingest {source}, extract every layer of {model} "
         f"({'the whole corpus' if limit == 0 else f'{limit:,} excerpts'}), explain and score {neurons} neurons "
         f"({samples} explanation each) with {explainer} / {simulator}, "
         + ("no publish." if no_publish else "publish to published/atlas.")
     )
     result = _flows().atlas.atlas(
         root=root,
+        source=source,
+        model=model,
         limit=limit or None,
         layers=layers,
         neurons=neurons,
