@@ -19,7 +19,9 @@ ROLLED_BACK_KEY = "neuronatlas_rolled_back"
 """Commit metadata of a restore that undid a publish whose table failed its suite."""
 
 GAP_SCORERS = ("simulation", "embedding", "detection", "fuzzing")
-"""Scorers whose run-level gap (real minus permutation null, best sample per neuron) each row carries."""
+"""Scorers whose run-level gap (real minus permutation null, best sample per neuron) each row
+carries: the gap, its 95% CI, the neurons it is over, and whether it is significant (CI above 0
+over at least `core.validity.MIN_GAP_NEURONS`)."""
 ROW_SCORES = (
     "top_and_random_score",
     "random_only_score",
@@ -70,6 +72,7 @@ SCHEMA = pa.schema(
                 pa.field(f"{scorer}_run_gap_low", pa.float64()),
                 pa.field(f"{scorer}_run_gap_high", pa.float64()),
                 pa.field(f"{scorer}_run_significant", pa.bool_()),
+                pa.field(f"{scorer}_run_neurons", pa.int32()),
             )
         ],
         *[pa.field(name, pa.string(), nullable=name in {"simulator", "prefect_flow_run_id"}) for name in LINEAGE],

@@ -7,6 +7,7 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 
+from neuronatlas.core.validity import MIN_GAP_NEURONS
 from neuronatlas.datasets.published import GAP_SCORERS, KEY, LINEAGE
 
 if TYPE_CHECKING:
@@ -17,14 +18,15 @@ CORRELATIONS = ("top_and_random_score", "random_only_score", "test_score", "null
 
 
 def published_frame(table: pa.Table) -> pd.DataFrame:
-    """Adds whether each gap's interval holds the gap and its flag says whether it excludes 0."""
+    """Adds whether each gap's interval holds the gap and its flag says whether it excludes 0 over
+    enough neurons."""
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     checks = {}
     for scorer in GAP_SCORERS:
         gap, low, high = (pl.col(f"{scorer}_run_gap{end}") for end in ("", "_low", "_high"))
-        flag = pl.col(f"{scorer}_run_significant")
-        consistent = (low <= gap) & (gap <= high) & (flag == (low > 0))
+        flag, neurons = pl.col(f"{scorer}_run_significant"), pl.col(f"{scorer}_run_neurons")
+        consistent = (low <= gap) & (gap <= high) & (flag == ((low > 0) & (neurons >= MIN_GAP_NEURONS)))
         checks[f"{scorer}_gap_consistent"] = pl.when(gap.is_null()).then(flag.is_null()).otherwise(consistent)
     return frame.with_columns(**checks).to_pandas()
 

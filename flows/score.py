@@ -30,6 +30,7 @@ from neuronatlas.adapters.storage import Storage
 from neuronatlas.core.explain import NeuronRecords
 from neuronatlas.core.prompts import PROMPT_VERSION
 from neuronatlas.core.scoring import derangement
+from neuronatlas.core.validity import MIN_GAP_NEURONS
 from neuronatlas.datasets import activations as activations_contract
 from neuronatlas.datasets import explanations as contract
 from neuronatlas.errors import InputError
@@ -419,6 +420,8 @@ def _finish(
         if gap is None:
             continue
         verdict = "beats" if gap["significant"] else "does NOT significantly beat"
+        if gap["n"] < MIN_GAP_NEURONS:
+            verdict = f"cannot tell (fewer than {MIN_GAP_NEURONS} neurons) whether it beats"
         line = "%s: real %.3f vs null %.3f, gap %+.3f (95%% CI %+.3f..%+.3f, n=%d): %s its permutation null"
         log = logger.info if gap["significant"] else logger.warning
         log(line, name, gap["real"], gap["null"], gap["gap"], *gap["ci95"], gap["n"], verdict)

@@ -368,6 +368,12 @@ def render_report(
             f"{_number(row['mean_digit_mass'])} | {_number(row['mean_best_embedding_auc'])} |"
         )
     if oracles:
+        ran = [
+            name
+            for name in ("simulation", "embedding", "detection", "fuzzing")
+            if any(r.get(name) is not None for r in oracles)
+        ]
+        columns = {name: f"{name}_null" for name in ran} | {"lookup baseline": "lookup_null"}
         lines += [
             "",
             "## Oracle neurons",
@@ -375,15 +381,11 @@ def render_report(
             "Synthetic neurons that fire 1.0 on one token class over real corpus windows. Real: the correct",
             "explanation on the oracle's records; null: the same explanation on another oracle's records.",
             "",
-            "| oracle | explanation | null on | simulation real / null | embedding real / null | lookup real / null |",
-            "|---|---|---|---|---|---|",
+            "| oracle | explanation | null on | " + " | ".join(f"{name} real / null" for name in columns) + " |",
+            "|---|---|---|" + "---|" * len(columns),
         ]
         for row in oracles:
-            lines.append(
-                f"| {row['oracle']} | {row['explanation']} | {row['null_on']} | "
-                f"{_number(row['simulation'])} / {_number(row['simulation_null'])} | "
-                f"{_number(row['embedding'])} / {_number(row['embedding_null'])} | "
-                f"{_number(row['lookup baseline'])} / {_number(row['lookup_null'])} |"
-            )
+            cells = [f"{_number(row.get(name))} / {_number(row.get(null))}" for name, null in columns.items()]
+            lines.append(f"| {row['oracle']} | {row['explanation']} | {row['null_on']} | " + " | ".join(cells) + " |")
     lines += ["", "![paired gaps](gaps.png)", ""]
     return "\n".join(lines)

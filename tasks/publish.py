@@ -163,6 +163,7 @@ def published_rows(chain: list[Link], scores: pa.Table, publish_id: str, flow_ru
             gap_columns[f"{scorer}_run_gap_low"] = gap["ci95"][0] if gap else None
             gap_columns[f"{scorer}_run_gap_high"] = gap["ci95"][1] if gap else None
             gap_columns[f"{scorer}_run_significant"] = gap["significant"] if gap else None
+            gap_columns[f"{scorer}_run_neurons"] = gap["n"] if gap else None
         rows.append(
             {
                 "model": activations["model_slug"],

@@ -21,7 +21,14 @@ from neuronatlas.core.prompts import (
     line_by_line_prompt,
 )
 from neuronatlas.core.scoring import ExplanationScores, Score, best_explanation, pooled_correlation
-from neuronatlas.core.validity import Gap, explanation_sensitivity, lookup_null, paired_gap, token_lookup
+from neuronatlas.core.validity import (
+    MIN_GAP_NEURONS,
+    Gap,
+    explanation_sensitivity,
+    lookup_null,
+    paired_gap,
+    token_lookup,
+)
 from neuronatlas.datasets import explanations as contract
 from neuronatlas.tasks.explain import float_list
 
@@ -349,7 +356,8 @@ def summary(scores: pd.DataFrame, sensitivity: float | None = None, seed: int = 
     """The run's figures: means of every score over scored explanations (and of the best per
     neuron), failures, and per scorer the real and permutation-null means with the paired gap and
     its bootstrap 95% interval, for the best sample of each neuron (what gets published) and over
-    all samples; a gap whose interval reaches 0 is flagged not significant."""
+    all samples; a gap whose interval reaches 0, or over fewer than `MIN_GAP_NEURONS` neurons, is
+    flagged not significant."""
 
     def mean(values: pd.Series) -> float | None:
         values = values.dropna()
@@ -394,7 +402,7 @@ def scorer_gap(scores: pd.DataFrame, scorer: str, seed: int = 0) -> dict[str, An
         "ci95": [round(gap.low, 4), round(gap.high, 4)],
         "n": gap.n,
         "real_above_null": int((per_neuron[real] > per_neuron[null]).sum()),
-        "significant": bool(gap.low > 0),
+        "significant": bool(gap.low > 0 and gap.n >= MIN_GAP_NEURONS),
     }
 
 

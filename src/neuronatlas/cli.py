@@ -275,6 +275,8 @@ def score(
         scorers=scorers,
         options=options,
     )
+    from neuronatlas.core.validity import MIN_GAP_NEURONS
+
     figures = result.summary
     typer.echo(
         f"scores: run {result.run_id}: {figures['scored']} of {figures['explanations']} explanations scored by "
@@ -287,6 +289,8 @@ def score(
             typer.echo(f"  {name:<16} no paired scores (not run, or no control partner)")
             continue
         verdict = "beats its null" if gap["significant"] else "NOT significant"
+        if gap["n"] < MIN_GAP_NEURONS:
+            verdict = "too few neurons to tell"
         interval = f"{gap['ci95'][0]:+.3f}..{gap['ci95'][1]:+.3f}"
         typer.echo(
             f"  {name:<16} {gap['real']:>7.3f} {gap['null']:>7.3f} {gap['gap']:>+7.3f}  {interval:<16} "
@@ -442,7 +446,7 @@ def _print_run(report: dict[str, Any]) -> None:
     llm = report.get("llm") or {}
     score: dict[str, Any] = next((s["summary"] for s in report["stages"] if s["stage"] == "score"), {})
     gaps = "; ".join(
-        f"{name} {gap['gap']:+.3f}{'' if gap['significant'] else ' (n.s.)'}"
+        f"{name} {gap['gap']:+.3f}{'' if gap['significant'] else ' (n.s.)'} (n={gap['n']})"
         for name, gap in (score.get("scorers") or {}).items()
         if gap
     )

@@ -111,7 +111,7 @@ def check_scorer_figures(figures: dict, best: "pd.DataFrame", explained_rows: "p
     every = explained_rows.dropna(subset=["top_and_random_score", "null_score"])
     assert figures["scorers_all_samples"]["simulation"]["n"] == every[["layer", "neuron"]].drop_duplicates().shape[0]
     assert simulation["ci95"][0] <= simulation["gap"] <= simulation["ci95"][1]
-    assert simulation["significant"] == (simulation["ci95"][0] > 0)
+    assert simulation["significant"] == (simulation["ci95"][0] > 0 and simulation["n"] >= 5)
 
 
 def check_excerpt_scores(scores: "pd.DataFrame") -> None:

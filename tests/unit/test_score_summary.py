@@ -20,7 +20,7 @@ def test_gap_averages_a_neurons_samples_then_resamples_neurons() -> None:
     assert gap["gap"] == round((0.3 + 0.4 + 0.0) / 3, 4)
     assert gap["real_above_null"] == 2
     assert gap["ci95"][0] <= gap["gap"] <= gap["ci95"][1]
-    assert gap["significant"] == (gap["ci95"][0] > 0)
+    assert gap["significant"] is False  # 3 neurons: too few to tell, whatever the interval
 
 
 def test_a_gap_whose_interval_reaches_zero_is_not_significant() -> None:
@@ -31,6 +31,8 @@ def test_a_gap_whose_interval_reaches_zero_is_not_significant() -> None:
     shifted = scores([(0, i, float(null[i] + 0.2), float(null[i])) for i in range(30)])
     assert scorer_gap(shifted, "embedding")["significant"] is True  # type: ignore[index]
     assert scorer_gap(scores([(0, 1, None, 0.5)]), "embedding") is None
+    few = scorer_gap(scores([(0, i, float(null[i] + 0.2), float(null[i])) for i in range(4)]), "embedding")
+    assert few is not None and few["ci95"][0] > 0 and few["significant"] is False  # 4 neurons: cannot tell
 
 
 def test_sensitivity_compares_explanations_on_the_same_excerpts() -> None:

@@ -18,6 +18,10 @@ import numpy as np
 from neuronatlas.core.explain import NeuronRecords
 from neuronatlas.core.scoring import ExplanationScores, Score, ScoredExcerpt, pooled_correlation, score_explanation
 
+MIN_GAP_NEURONS = 5
+"""Below this many neurons a bootstrap over neurons says nothing (with 2 it is their range): such a
+gap is never called significant, whatever its interval."""
+
 
 @dataclass(frozen=True)
 class LookupBaseline:
