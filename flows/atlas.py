@@ -20,14 +20,14 @@ from prefect.runtime import flow_run
 from neuronatlas.adapters.data_docs import ValidationEntry, build_data_docs
 from neuronatlas.adapters.llm import BackendOptions
 from neuronatlas.adapters.models import DEFAULT_MODEL
-from neuronatlas.adapters.runners import check_runner, cluster_for, on_runner
+from neuronatlas.adapters.runners import Runner, check_runner, cluster_for, on_runner
 from neuronatlas.adapters.storage import Storage
 from neuronatlas.errors import AtlasError
-from neuronatlas.flows.explain import DEFAULT_EXPLAINER, explain_neurons
-from neuronatlas.flows.extract import extract_activations
+from neuronatlas.flows.explain import DEFAULT_EXPLAINER, ExplainResult, explain_neurons
+from neuronatlas.flows.extract import ExtractResult, extract_activations
 from neuronatlas.flows.ingest import DEFAULT_SOURCE, ingest_corpus
 from neuronatlas.flows.publish import publish
-from neuronatlas.flows.score import DEFAULT_SIMULATOR, simulate_and_score
+from neuronatlas.flows.score import DEFAULT_SIMULATOR, ScoreResult, simulate_and_score
 from neuronatlas.tasks.publish import lineage_chain, validation_entries
 from neuronatlas.version import code_version
 
@@ -139,7 +139,20 @@ def atlas(
     logger.info("atlas run %s: %s", run_id, storage.uri(report.path))
     try:
         with cluster_for(chosen_runner) as active:
-            result = _stages(storage, report, {**locals(), "runner": active})
+            stages = Stages(
+                storage,
+                report,
+                root,
+                active,
+                options or BackendOptions(),
+                {"model": model, "seed": seed},
+                (explainer_backend, simulator_backend),
+            )
+            corpus_id = stages.ingest(source)
+            extracted = stages.extract(corpus_id, extract_layers, top_k, random_k, limit)
+            explained = stages.explain(extracted.run_id, layers, neurons, explainer, samples, prompt_format)
+            scored = stages.score(explained, simulator, method, scorers)
+            result = stages.finish(extracted, scored, publish_table)
     except BaseException as error:
         reason = str(error) if isinstance(error, AtlasError) else traceback.format_exception_only(error)[-1].strip()
         report.finish("failed", error=reason)
@@ -147,108 +160,135 @@ def atlas(
     return result
 
 
-def _stages(storage: Storage, report: RunReport, p: dict[str, Any]) -> AtlasResult:
-    options = p["options"] or BackendOptions()
-    started = time.perf_counter()
-    runner = p["runner"]
-    ingested = ingest_corpus(source=p["source"], root=p["root"], tokenizer_of=p["model"])
-    report.stage("ingest", time.perf_counter() - started, corpus_id=ingested.corpus_id, created=ingested.created)
+@dataclass
+class Stages:
+    """The atlas's stages, each a subflow timed into the run report."""
 
-    started = time.perf_counter()
-    extracted = on_runner(extract_activations, runner)(
-        root=p["root"],
-        model=p["model"],
-        corpus=ingested.corpus_id,
-        layers=p["extract_layers"],
-        top_k=p["top_k"],
-        random_k=p["random_k"],
-        seed=p["seed"],
-        limit=p["limit"],
-        runner=str(runner),
-    )
-    report.stage(
-        "extract",
-        time.perf_counter() - started,
-        run_id=extracted.run_id,
-        layers=len(extracted.layers),
-        layers_extracted=len(extracted.layers_extracted),
-        plot=extracted.plot_uri,
-    )
+    storage: Storage
+    report: RunReport
+    root: str
+    runner: Runner
+    options: BackendOptions
+    shared: dict[str, Any]
+    """model and seed, the same for every stage."""
+    backends: tuple[Any, Any]
+    """(explainer, simulator) backend objects replacing the named models (tests), or None."""
 
-    started = time.perf_counter()
-    explained = on_runner(explain_neurons, runner)(
-        root=p["root"],
-        activations=extracted.run_id,
-        layers=p["layers"],
-        neurons=p["neurons"],
-        explainer=p["explainer"],
-        samples=p["samples"],
-        prompt_format=p["prompt_format"],
-        seed=p["seed"],
-        options=options,
-        backend=p["explainer_backend"],
-        runner=str(runner),
-    )
-    gc.collect()  # the explainer's weights go before the simulator's load: never two at once
-    report.stage(
-        "explain",
-        time.perf_counter() - started,
-        run_id=explained.run_id,
-        explained=explained.explained,
-        failed=explained.failed,
-        llm=explained.llm_usage,
-    )
-
-    started = time.perf_counter()
-    scored = on_runner(simulate_and_score, runner)(
-        root=p["root"],
-        explanations=explained.run_id,
-        simulator=p["simulator"],
-        method=p["method"],
-        seed=p["seed"],
-        scorers=p["scorers"],
-        options=options,
-        backend=p["simulator_backend"],
-        runner=str(runner),
-    )
-    gc.collect()
-    report.stage(
-        "score",
-        time.perf_counter() - started,
-        run_id=scored.run_id,
-        scored=scored.summary["scored"],
-        failed=scored.summary["failed"],
-        summary=scored.summary,
-        plot=scored.plot_uri,
-        llm=scored.llm_usage,
-    )
-    plots = [extracted.plot_uri, *[uri for uri in (scored.layer_plot_uri, scored.plot_uri) if uri]]
-    table_uri = version = None
-    publish_validations: list[ValidationEntry] = []
-    if p["publish_table"]:
+    def ingest(self, source: str) -> str:
         started = time.perf_counter()
-        published = publish(root=p["root"], scores=scored.run_id)
-        report.stage("publish", time.perf_counter() - started, **asdict(published))
-        table_uri, version = published.table_uri, published.version
-        publish_validations = _publish_validations(storage, published.publish_id)
-    started = time.perf_counter()
-    entries = validation_entries(storage, lineage_chain(storage, scored.run_id)) + publish_validations
-    docs = build_data_docs(storage, f"{RUNS}/{report.record['run_id']}/data_docs", entries)
-    failed = sum(not entry.result["success"] for entry in entries)
-    report.stage("data_docs", time.perf_counter() - started, uri=docs, validations=len(entries), failed=failed)
-    neurons = scored.summary["neurons"]
-    report.finish(
-        "completed",
-        neurons=neurons,
-        neurons_failed=_neurons_without_score(storage, scored.run_id),
-        llm=_llm_totals(report.record["stages"]),
-        table=table_uri,
-        version=version,
-        plots=plots,
-        data_docs=docs,
-    )
-    get_run_logger().info("atlas run %s completed: table %s (version %s)", report.record["run_id"], table_uri, version)
-    return AtlasResult(report.record["run_id"], "completed", table_uri, version, plots, docs, storage.uri(report.path))
+        ingested = ingest_corpus(source=source, root=self.root, tokenizer_of=self.shared["model"])
+        self.report.stage(
+            "ingest", time.perf_counter() - started, corpus_id=ingested.corpus_id, created=ingested.created
+        )
+        return ingested.corpus_id
+
+    def extract(self, corpus_id: str, layers: str, top_k: int, random_k: int, limit: int | None) -> ExtractResult:
+        started = time.perf_counter()
+        extracted = on_runner(extract_activations, self.runner)(
+            root=self.root,
+            corpus=corpus_id,
+            layers=layers,
+            top_k=top_k,
+            random_k=random_k,
+            limit=limit,
+            runner=str(self.runner),
+            **self.shared,
+        )
+        self.report.stage(
+            "extract",
+            time.perf_counter() - started,
+            run_id=extracted.run_id,
+            layers=len(extracted.layers),
+            layers_extracted=len(extracted.layers_extracted),
+            plot=extracted.plot_uri,
+        )
+        return extracted
+
+    def explain(
+        self, activations: str, layers: str, neurons: str, explainer: str, samples: int, prompt_format: str
+    ) -> ExplainResult:
+        started = time.perf_counter()
+        explained = on_runner(explain_neurons, self.runner)(
+            root=self.root,
+            activations=activations,
+            layers=layers,
+            neurons=neurons,
+            explainer=explainer,
+            samples=samples,
+            prompt_format=prompt_format,
+            seed=self.shared["seed"],
+            options=self.options,
+            backend=self.backends[0],
+            runner=str(self.runner),
+        )
+        gc.collect()  # the explainer's weights go before the simulator's load: never two at once
+        seconds = time.perf_counter() - started
+        self.report.stage(
+            "explain",
+            seconds,
+            run_id=explained.run_id,
+            explained=explained.explained,
+            failed=explained.failed,
+            llm=explained.llm_usage,
+        )
+        return explained
+
+    def score(self, explained: ExplainResult, simulator: str, method: str, scorers: str) -> ScoreResult:
+        started = time.perf_counter()
+        scored = on_runner(simulate_and_score, self.runner)(
+            root=self.root,
+            explanations=explained.run_id,
+            simulator=simulator,
+            method=method,
+            seed=self.shared["seed"],
+            scorers=scorers,
+            options=self.options,
+            backend=self.backends[1],
+            runner=str(self.runner),
+        )
+        gc.collect()
+        summary = scored.summary
+        self.report.stage(
+            "score",
+            time.perf_counter() - started,
+            run_id=scored.run_id,
+            scored=summary["scored"],
+            failed=summary["failed"],
+            summary=summary,
+            plot=scored.plot_uri,
+            llm=scored.llm_usage,
+        )
+        return scored
+
+    def finish(self, extracted: ExtractResult, scored: ScoreResult, publish_table: bool) -> AtlasResult:
+        """Publish (unless told not to), build the Data Docs, and close the run report."""
+        storage, report = self.storage, self.report
+        table_uri = version = None
+        entries = validation_entries(storage, lineage_chain(storage, scored.run_id))
+        if publish_table:
+            started = time.perf_counter()
+            published = publish(root=self.root, scores=scored.run_id)
+            report.stage("publish", time.perf_counter() - started, **asdict(published))
+            table_uri, version = published.table_uri, published.version
+            entries += _publish_validations(storage, published.publish_id)
+        started = time.perf_counter()
+        docs = build_data_docs(storage, f"{RUNS}/{report.record['run_id']}/data_docs", entries)
+        failed = sum(not entry.result["success"] for entry in entries)
+        report.stage("data_docs", time.perf_counter() - started, uri=docs, validations=len(entries), failed=failed)
+        plots = [extracted.plot_uri, *[uri for uri in (scored.layer_plot_uri, scored.plot_uri) if uri]]
+        report.finish(
+            "completed",
+            neurons=scored.summary["neurons"],
+            neurons_failed=_neurons_without_score(storage, scored.run_id),
+            llm=_llm_totals(report.record["stages"]),
+            table=table_uri,
+            version=version,
+            plots=plots,
+            data_docs=docs,
+        )
+        run_id = report.record["run_id"]
+        get_run_logger().info("atlas run %s completed: table %s (version %s)", run_id, table_uri, version)
+        return AtlasResult(run_id, "completed", table_uri, version, plots, docs, storage.uri(report.path))
 
 
 def _publish_validations(storage: Storage, publish_id: str) -> list[ValidationEntry]:
