@@ -44,7 +44,7 @@ def versions(root: str) -> list[dict[str, Any]]:
                 "scores_run": commit.get("neuronatlas_scores_run"),
                 "inserted": metrics.get("num_target_rows_inserted"),
                 "updated": metrics.get("num_target_rows_updated"),
-                "rows": location.read(version).num_rows,
+                "rows": location.row_count(version),
             }
         )
     return rows

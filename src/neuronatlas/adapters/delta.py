@@ -71,6 +71,14 @@ class DeltaLocation:
         rows = pa.table(QueryBuilder().register("atlas", delta).execute("SELECT * FROM atlas"))
         return rows.cast(schema) if schema is not None else rows
 
+    def row_count(self, version: int) -> int:
+        """Rows of a version from the log's file statistics (no data read); read when a file has none."""
+        actions = pa.table(self.open(version).get_add_actions(flatten=True))
+        counts = actions["num_records"].to_pylist() if actions.num_rows else []
+        if any(count is None for count in counts):
+            return self.read(version).num_rows
+        return int(sum(counts))
+
     def create(self, schema: pa.Schema, metadata: Mapping[str, str]) -> None:
         """Version 0: the empty table with its schema (so every publish is a MERGE)."""
         DeltaTable.create(
