@@ -16,7 +16,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 # llama-cpp-python (a test dependency) builds from source: portable, no tests or examples
 export CMAKE_ARGS := -DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
 
-.PHONY: venv run test lint typecheck pytest unit integration flows bench lock clean
+.PHONY: venv run test lint typecheck pytest unit integration flows bench lock clean chromium
 
 venv: $(STAMP)
 
@@ -38,15 +38,24 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-pytest: venv
+pytest: venv chromium
 	$(BIN)/pytest tests/unit tests/integration tests/flows
 
-unit integration flows: venv
+# The viewer's browser tests drive Debian's Chromium (Playwright never downloads a browser here).
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@test -x $(CHROMIUM) || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+	@$(CHROMIUM) --version
+
+unit integration flows: venv chromium
 	$(BIN)/pytest tests/$@
 
 bench: venv
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/extract.py
+	$(BIN)/python bench/viewer.py
 
 # Re-resolve the pinned versions after changing pyproject.toml (needs the package index).
 lock:

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 import typer
 
-from neuronatlas.errors import AtlasError
+from neuronatlas.errors import AtlasError, InputError
 from neuronatlas.runtime import configure_environment, quiet_user_errors
 
 app = typer.Typer(
@@ -555,6 +555,66 @@ def lineage(
             typer.echo(f"{'  ' * depth}   {link['uri']}")
             for key, value in details.items():
                 typer.echo(f"{'  ' * depth}   {key}: {value}")
+
+
+@app.command()
+def view(
+    out: Annotated[str, typer.Option(help="Folder to write the site into (created, or a site built before).")],
+    root: Root = "./atlas",
+    version: Annotated[int | None, typer.Option(help="Table version (default: the latest).")] = None,
+    serve: Annotated[bool, typer.Option("--serve", help="Then serve it on 127.0.0.1 until Ctrl-C.")] = False,
+    port: Annotated[int, typer.Option(help="Port for --serve.")] = 8000,
+    embed: Annotated[
+        bool, typer.Option("--embed/--no-embed", help="Explanation embeddings for semantic search.")
+    ] = True,
+) -> None:
+    """Build the neuron viewer: a static site over one version of the published table."""
+    configure_environment()
+    from neuronatlas.viewer import site
+
+    built = site.build(root, out, version, embed=embed)
+    typer.echo(
+        f"wrote {built.out}: table version {built.version}, {built.neurons} neurons, {built.pages} neuron pages"
+        + (f", {len(built.compares)} version comparisons" if built.compares else "")
+    )
+    typer.echo(f"open file://{built.out}/index.html")
+    if serve:
+        from neuronatlas.viewer.serve import server
+
+        try:
+            httpd = server(built.out, port)
+        except OSError as error:
+            raise InputError(f"--port {port}: cannot listen on 127.0.0.1:{port} ({error.strerror})") from None
+        typer.echo(f"serving on http://127.0.0.1:{httpd.server_address[1]}/ (Ctrl-C stops)")
+        try:
+            httpd.serve_forever()
+        finally:
+            httpd.server_close()
+
+
+@app.command()
+def show(
+    neuron: Annotated[str, typer.Argument(help="LAYER:NEURON, e.g. 5:123.")],
+    root: Root = "./atlas",
+    version: Annotated[int | None, typer.Option(help="Table version (default: the latest).")] = None,
+    model: Annotated[str | None, typer.Option(help="Subject model, when the table holds several.")] = None,
+    sign: Annotated[str, typer.Option(help="positive or negative side.")] = "positive",
+    excerpts: Annotated[int, typer.Option(help="Excerpts to show (0: all).")] = 6,
+) -> None:
+    """Print one published neuron: explanation, scores, and its excerpts, simulated above real."""
+    from rich.console import Console
+
+    from neuronatlas.adapters.storage import Storage
+    from neuronatlas.viewer import data, terminal
+
+    if sign not in {"positive", "negative"}:
+        raise InputError(f"--sign {sign}: expected positive or negative")
+    if excerpts < 0:
+        raise InputError(f"--excerpts {excerpts}: expected 0 (all) or more")
+    chosen, rows = data.table_rows(root, version)
+    row = data.find_row(rows, neuron, model, sign, chosen)
+    page = next(data.pages(Storage.open(root), [row]))
+    terminal.render(page, chosen, Console(highlight=False), limit=excerpts or None)
 
 
 @app.command()

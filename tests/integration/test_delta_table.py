@@ -2,12 +2,15 @@
 folder and on a real S3-compatible server."""
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
 from neuronatlas.adapters.delta import DeltaLocation
 from neuronatlas.adapters.storage import Storage
 from neuronatlas.datasets import published
+from neuronatlas.errors import InputError
 from neuronatlas.tasks.publish import REPLACE_WHEN
 
 
@@ -65,3 +68,16 @@ def test_a_publish_replaces_only_rows_it_improves_and_every_version_reads_back(r
     location.restore(1, {published.ROLLED_BACK_KEY: "p-2"})
     assert location.open().version() == 3
     assert location.read(None, published.SCHEMA).sort_by("neuron").equals(first.sort_by("neuron"))
+
+
+def test_a_version_written_before_a_column_joined_the_contract_reads_back_with_it_null(tmp_path: Path) -> None:
+    """Tables published before `<scorer>_run_neurons` existed still read, export and view."""
+    location = DeltaLocation(Storage.open(str(tmp_path)), published.TABLE_PATH)
+    older = pa.schema([field for field in published.SCHEMA if not field.name.endswith("_run_neurons")])
+    location.create(older, {"neuronatlas_format_version": "1"})
+    location.merge(rows("p-1", [(1, "selection_auc", 0.6, "a")]).select(older.names), published.KEY, REPLACE_WHEN, {})
+    read = location.read(None, published.SCHEMA)
+    assert read.schema == published.SCHEMA and read["explanation"].to_pylist() == ["a"]
+    assert read["simulation_run_neurons"].null_count == 1
+    with pytest.raises(InputError, match="version 1: column explanation is missing"):
+        location._conform(read.drop_columns(["explanation"]), published.SCHEMA, 1)

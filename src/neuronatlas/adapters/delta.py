@@ -69,7 +69,20 @@ class DeltaLocation:
         (deltalake 1.6.6, pyarrow 26)."""
         delta = self.open(version)
         rows = pa.table(QueryBuilder().register("atlas", delta).execute("SELECT * FROM atlas"))
-        return rows.cast(schema) if schema is not None else rows
+        return rows if schema is None else self._conform(rows, schema, delta.version())
+
+    def _conform(self, rows: pa.Table, schema: pa.Schema, version: int) -> pa.Table:
+        """`rows` in `schema`'s column order and types. A version written before a nullable
+        column joined the contract reads back with that column null."""
+        columns = []
+        for field in schema:
+            if field.name in rows.column_names:
+                columns.append(rows[field.name].cast(field.type))
+            elif field.nullable:
+                columns.append(pa.nulls(rows.num_rows, field.type))
+            else:
+                raise InputError(f"{self.uri} version {version}: column {field.name} is missing")
+        return pa.Table.from_arrays(columns, schema=schema)
 
     def row_count(self, version: int) -> int:
         """Rows of a version from the log's file statistics (no data read); read when a file has none."""
