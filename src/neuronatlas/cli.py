@@ -439,6 +439,8 @@ def run(
         typer.echo(f"plot:    {plot}")
     typer.echo(f"docs:    {result.data_docs}")
     typer.echo(f"report:  {result.report_uri}")
+    if result.table_uri:
+        typer.echo(f"browse:  neuronatlas view --root {root} --out site   (or `neuronatlas show LAYER:NEURON`)")
 
 
 def _print_run(report: dict[str, Any]) -> None:
