@@ -389,3 +389,90 @@ def test_a_run_that_did_not_simulate_shows_held_out_records(atlas: Atlas, tmp_pa
         assert len(excerpt.tokens) == len(excerpt.real)
     html = viewer_site.neuron_html(page, 2)
     assert "did not simulate" in html and 'class="row simulated' not in html
+
+
+def test_model_and_sign_filters_on_a_table_of_two_models(browser: Any, tmp_path: Path) -> None:
+    """The index as `view` writes it, over rows of two models and both signs."""
+    rows = [
+        {
+            "model": model,
+            "layer": layer,
+            "neuron": neuron,
+            "sign": sign,
+            "explanation": f"{model} {sign} {layer}:{neuron}",
+            **{name: (layer + neuron) / 100 for name in viewer_site.INDEX_SCORES},
+        }
+        for model in ("gemma3-270m", "smollm2-135m")
+        for sign in ("negative", "positive")
+        for layer in range(3)
+        for neuron in range(4)
+    ]
+    viewer_site._copy_assets(tmp_path)
+    (tmp_path / "index.html").write_text(viewer_site.INDEX_HTML)
+    viewer_site._write_script(
+        tmp_path / "data" / "index.js", "NA_INDEX", viewer_site.index_data(rows, 1, "test", [], embed=False)
+    )
+    page = Page(browser)
+    try:
+        tab = page.open_index((tmp_path / "index.html").as_uri())
+        tab.select_option("#model", label="smollm2-135m")
+        tab.select_option("#sign", label="negative")
+        shown = tab.eval_on_selector_all("#neurons tbody tr", "r => r.map(x => x.children[4].textContent)")
+        assert sorted(shown) == sorted(
+            r["explanation"] for r in rows if r["model"] == "smollm2-135m" and r["sign"] == "negative"
+        )
+        # a link names the neuron's own page, by model slug
+        href = tab.get_attribute("#neurons tbody tr a", "href")
+        assert re.fullmatch(r"neurons/smollm2-135m/\d+-\d+-negative\.html", href or "")
+        # the filters are in the URL: a reload shows the same view
+        tab.reload()
+        tab.wait_for_selector("body[data-ready='1']")
+        assert tab.input_value("#model") == "1" and tab.input_value("#sign") == "0"
+        assert len(page.rows()) == len(shown)
+        # semantic search on a site built without embeddings says so
+        tab.fill("#semantic", "anything")
+        tab.click("#semantic-go")
+        tab.wait_for_function("document.getElementById('status').textContent.includes('--no-embed')")
+    finally:
+        page.close()
+
+
+def test_view_serve_on_the_command_line(atlas: Atlas, tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.integration.test_cli_bad_input import COMMAND
+    from tests.support import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            COMMAND,
+            "view",
+            "--root",
+            atlas.root,
+            "--out",
+            str(tmp_path / "site"),
+            "--no-embed",
+            "--serve",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("serving on"):
+                break
+        assert lines[-1].strip() == f"serving on http://127.0.0.1:{port}/ (Ctrl-C stops)", lines
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=30) as answer:
+            assert b'<script src="data/index.js">' in answer.read()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/embed?q=sports", timeout=120) as answer:
+            assert len(json.load(answer)["vector"]) == 384
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

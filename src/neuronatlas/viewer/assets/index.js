@@ -240,6 +240,7 @@
   let S = null;
   function loadSemantic() {
     if (S) return Promise.resolve(S);
+    if (!D.semantic) return Promise.reject(new Error("no semantic search: the site was built with --no-embed"));
     return new Promise((resolve, reject) => {
       const script = document.createElement("script");
       script.src = "data/semantic.js";
@@ -249,7 +250,7 @@
         raw.words.forEach((w, i) => S.words.set(w, i));
         resolve(S);
       };
-      script.onerror = () => reject(new Error("data/semantic.js is missing: the site was built with --no-embed"));
+      script.onerror = () => reject(new Error("data/semantic.js is missing: rebuild the site"));
       document.head.appendChild(script);
     });
   }
