@@ -22,6 +22,7 @@ from neuronatlas.adapters.llm import BackendOptions
 from neuronatlas.adapters.models import DEFAULT_MODEL
 from neuronatlas.adapters.runners import Runner, check_runner, cluster_for, on_runner
 from neuronatlas.adapters.storage import Storage
+from neuronatlas.defaults import SCORERS as DEFAULT_SCORERS
 from neuronatlas.errors import AtlasError
 from neuronatlas.flows.explain import DEFAULT_EXPLAINER, ExplainResult, explain_neurons
 from neuronatlas.flows.extract import ExtractResult, extract_activations
@@ -101,7 +102,7 @@ def atlas(
     explainer: str = DEFAULT_EXPLAINER,
     simulator: str = DEFAULT_SIMULATOR,
     method: str = "auto",
-    scorers: str = "simulation,embedding",
+    scorers: str = DEFAULT_SCORERS,
     seed: int = 0,
     publish_table: bool = True,
     runner: str = "local",

@@ -9,7 +9,7 @@ models) and otherwise answers in JSON, one excerpt per request.
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ from neuronatlas.core.scoring import derangement
 from neuronatlas.core.validity import MIN_GAP_NEURONS
 from neuronatlas.datasets import activations as activations_contract
 from neuronatlas.datasets import explanations as contract
+from neuronatlas.defaults import SCORERS as DEFAULT_SCORERS
 from neuronatlas.errors import InputError
 from neuronatlas.expectations import explanations as suites
 from neuronatlas.tasks.explain import (
@@ -84,6 +85,14 @@ def committed_run(storage: Storage, dataset: str, run: str | None, command: str)
     raise InputError(f"{what} under {storage.uri()} (found: {', '.join(found) or 'none'}); run `neuronatlas {command}`")
 
 
+AUTO_SCORERS = ("simulation", "embedding", "fuzzing")
+"""What `--scorers auto` (the default) runs with a local simulator. Fuzzing is among them because
+it is the scorer that puts every oracle neuron's correct explanation far above its null with the
+shipped 1.5B model (README, "Do the scores mean anything?"); it costs about 16 s per explanation."""
+READS_CHOICES = ("detection", "fuzzing")
+"""Scorers that read yes/no probabilities off the prompt: local models only."""
+
+
 def parse_list(value: str, option: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
     """A comma-separated choice of `allowed` names, in the given order, without repeats."""
     names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
@@ -92,7 +101,11 @@ def parse_list(value: str, option: str, allowed: tuple[str, ...]) -> tuple[str, 
     return names
 
 
-def parse_scorers(value: str) -> tuple[str, ...]:
+def parse_scorers(value: str, reads_probabilities: bool = True) -> tuple[str, ...]:
+    """`--scorers`: a list of SCORERS, or "auto": simulation, embedding and, when the simulator
+    can read prompt probabilities (a local model), fuzzing."""
+    if value.strip() == "auto":
+        return AUTO_SCORERS if reads_probabilities else tuple(s for s in AUTO_SCORERS if s not in READS_CHOICES)
     return parse_list(value, "--scorers", SCORERS)
 
 
@@ -103,12 +116,12 @@ def check_score_inputs(
     method: str,
     scale: int,
     options: BackendOptions | None = None,
-    scorers: str = "simulation,embedding",
+    scorers: str = DEFAULT_SCORERS,
 ) -> ScorePlan:
     """Everything checkable before a model loads; the simulator too unless `options` is None
     (a backend object was passed in)."""
-    chosen_scorers = parse_scorers(scorers)
     spec = parse_backend(simulator, "--simulator")
+    chosen_scorers = parse_scorers(scorers, spec.kind == "local")
     if options is not None and "simulation" in chosen_scorers:
         check_backend(simulator, "--simulator", options)
     if method not in METHODS:
@@ -145,7 +158,7 @@ def simulate_and_score(
     scale: int = 9,
     placeholder: str = "unknown",
     seed: int = 0,
-    scorers: str = "simulation,embedding",
+    scorers: str = DEFAULT_SCORERS,
     options: BackendOptions | None = None,
     backend: Any = None,
     runner: str = "local",
@@ -163,7 +176,9 @@ def simulate_and_score(
     llm = CachedBackend(backend or make_backend(simulator, "--simulator", options, storage), storage)
     if plan.method in READS_DIGITS and not llm.can_read_digits:
         raise InputError(f"--method {plan.method}: {llm.id} cannot read prompt probabilities")
-    asks = [name for name in ("detection", "fuzzing") if name in plan.scorers]
+    if scorers.strip() == "auto" and not llm.can_read_digits:
+        plan = replace(plan, scorers=parse_scorers(scorers, reads_probabilities=False))
+    asks = [name for name in READS_CHOICES if name in plan.scorers]
     if asks and not llm.can_read_digits:
         raise InputError(f"--scorers {','.join(asks)}: {llm.id} cannot read prompt probabilities")
     simulating = "simulation" in plan.scorers

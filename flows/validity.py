@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from neuronatlas.adapters.embedding import Encoder
-from neuronatlas.adapters.llm import BackendOptions, check_backend, make_backend
+from neuronatlas.adapters.llm import BackendOptions, check_backend, make_backend, parse_backend
 from neuronatlas.adapters.llm_cache import CachedBackend
 from neuronatlas.adapters.plots import plot_gaps
 from neuronatlas.adapters.storage import Storage
@@ -27,6 +27,7 @@ from neuronatlas.core.prompts import PROMPT_VERSION
 from neuronatlas.core.scoring import derangement
 from neuronatlas.datasets import corpus as corpus_contract
 from neuronatlas.datasets import explanations as contract
+from neuronatlas.defaults import SCORERS as DEFAULT_SCORERS
 from neuronatlas.errors import InputError
 from neuronatlas.flows.explain import DEFAULT_EXPLAINER, FORMATS, explain_neurons
 from neuronatlas.flows.score import (
@@ -76,7 +77,7 @@ def check_validity_inputs(
     options: BackendOptions | None,
 ) -> ValidityPlan:
     chosen_formats = parse_list(formats, "--formats", FORMATS)
-    chosen_scorers = parse_scorers(scorers)
+    chosen_scorers = parse_scorers(scorers, parse_backend(simulator, "--simulator").kind == "local")
     chosen_methods = parse_list(methods, "--methods", METHODS)
     if neurons < 2:
         raise InputError(f"--neurons {neurons}: the permutation null needs at least 2")
@@ -128,7 +129,7 @@ def validity(
     neurons: int = 24,
     formats: str = "tokens",
     samples: int = 2,
-    scorers: str = "simulation,embedding",
+    scorers: str = DEFAULT_SCORERS,
     methods: str = "auto",
     explainer: str = DEFAULT_EXPLAINER,
     simulator: str = DEFAULT_SIMULATOR,

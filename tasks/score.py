@@ -33,10 +33,10 @@ from neuronatlas.datasets import explanations as contract
 from neuronatlas.tasks.explain import float_list
 
 SCORERS = ("simulation", "embedding", "detection", "fuzzing")
+"""What `--scorers` can name. The token-lookup baseline needs no model and always runs."""
 SCORER_VERSION = "2"
 """Bumped whenever a scorer's spans, prompts or arithmetic change: part of every score run's id,
 so a rerun after such a change scores afresh (LLM answers still come from the cache)."""
-"""What `--scorers` can name. The token-lookup baseline needs no model and always runs."""
 NOT_SIMULATED = "not simulated (--scorers without simulation)"
 NOT_EMBEDDED = Score(None, "not embedded (--scorers without embedding)")
 

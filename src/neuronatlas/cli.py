@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 import typer
 
+from neuronatlas.defaults import SCORERS
 from neuronatlas.errors import AtlasError, InputError
 from neuronatlas.runtime import configure_environment, quiet_user_errors
 
@@ -15,6 +16,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+SCORERS_HELP = (
+    "auto (simulation, embedding, and fuzzing with a local simulator), or any of simulation, "
+    "embedding (span AUC), detection, fuzzing (Yes/No AUC)."
+)
 Root = Annotated[
     str,
     typer.Option(envvar="NEURONATLAS_ROOT", help="Storage root: a local folder or s3://bucket/prefix."),
@@ -230,9 +235,7 @@ def score(
     scale: Annotated[int, typer.Option(help="Simulated activations on 0..scale.")] = 9,
     placeholder: Annotated[str, typer.Option(help="All-at-once: what stands for the unknown activation.")] = "unknown",
     seed: Annotated[int, typer.Option(help="Seed of the permutation control.")] = 0,
-    scorers: Annotated[
-        str, typer.Option(help="Any of simulation, embedding (span AUC), detection, fuzzing (Yes/No AUC).")
-    ] = "simulation,embedding",
+    scorers: Annotated[str, typer.Option(help=SCORERS_HELP)] = SCORERS,
     base_url: BaseUrl = None,
     concurrency: Concurrency = 8,
     budget_tokens: BudgetTokens = None,
@@ -313,9 +316,7 @@ def validity(
         str, typer.Option(help="Explainer prompt formats to compare: tokens,pairs,highlight.")
     ] = "tokens",
     samples: Annotated[int, typer.Option(help="Explanations per neuron.")] = 2,
-    scorers: Annotated[
-        str, typer.Option(help="Any of simulation, embedding, detection, fuzzing.")
-    ] = "simulation,embedding",
+    scorers: Annotated[str, typer.Option(help=SCORERS_HELP)] = SCORERS,
     methods: Annotated[
         str, typer.Option(help="Simulation methods to compare: auto, line-by-line, all-at-once, json.")
     ] = "auto",
@@ -383,9 +384,7 @@ def run(
     samples: Annotated[int, typer.Option(help="Explanations per neuron.")] = 1,
     explainer: Annotated[str, typer.Option(help="local:<model> or openai:<model>.")] = "local:qwen2.5-coder-1.5b",
     simulator: Annotated[str, typer.Option(help="local:<model> or openai:<model>.")] = "local:qwen2.5-coder-1.5b",
-    scorers: Annotated[str, typer.Option(help="Any of simulation, embedding, detection, fuzzing.")] = (
-        "simulation,embedding"
-    ),
+    scorers: Annotated[str, typer.Option(help=SCORERS_HELP)] = SCORERS,
     base_url: BaseUrl = None,
     no_publish: Annotated[bool, typer.Option("--no-publish", help="Stop after scoring.")] = False,
     runner: Annotated[

@@ -105,7 +105,12 @@ def test_explain_then_score_commits_validated_datasets(root: str) -> None:
 
 def check_scorer_figures(figures: dict, best: "pd.DataFrame", explained_rows: "pd.DataFrame") -> None:
     """Per scorer, real vs null over the best sample of each neuron, and over all samples."""
-    assert {name for name, gap in figures["scorers"].items() if gap} == {"simulation", "embedding", "lookup baseline"}
+    assert {name for name, gap in figures["scorers"].items() if gap} == {
+        "simulation",
+        "embedding",
+        "fuzzing",
+        "lookup baseline",
+    }
     simulation = figures["scorers"]["simulation"]
     assert simulation["n"] == len(best.dropna(subset=["top_and_random_score", "null_score"]))
     every = explained_rows.dropna(subset=["top_and_random_score", "null_score"])
@@ -275,17 +280,18 @@ def test_validity_harness_reports_every_scorer_against_its_null(root: str) -> No
     )
     storage = Storage.open(root)
     manifest = storage.read_json(f"validity/{result.run_id}/_manifest.json")
-    assert [row["scorer"] for row in manifest["rows"]] == ["simulation", "embedding", "lookup baseline"]
+    assert [row["scorer"] for row in manifest["rows"]] == ["simulation", "embedding", "fuzzing", "lookup baseline"]
     assert len(manifest["neurons"]) == 6 and manifest["layers"] == [0, 2]  # shared evenly: 3 per layer
     assert sum(layer == 0 for layer, _ in manifest["neurons"]) == 3
     scores = storage.read_parquet(contract.scores_path(manifest["runs"]["pairs"]["scores"])).to_pandas()
-    simulation, embedding, lookup = manifest["rows"]
+    simulation, embedding, fuzzing, lookup = manifest["rows"]
 
     def neurons_with(real: str, null: str) -> int:
         return len(scores[scores["is_best"]].dropna(subset=[real, null]))
 
     assert simulation["n"] == neurons_with("top_and_random_score", "null_score") >= 1
     assert embedding["n"] == neurons_with("embedding_auc", "embedding_null") >= 3
+    assert fuzzing["n"] == neurons_with("fuzzing_auc", "fuzzing_null") >= 3
     assert lookup["n"] == neurons_with("lookup_score", "lookup_null")
     for row in manifest["rows"]:
         assert row["ci95"][0] <= row["gap"] <= row["ci95"][1]
@@ -295,6 +301,7 @@ def test_validity_harness_reports_every_scorer_against_its_null(root: str) -> No
     oracles = {row["oracle"]: row for row in manifest["oracles"]}
     assert set(oracles) == {"digits", "the", "comma", "of"}
     assert all(row["lookup baseline"] > 0.9 > row["lookup_null"] for row in oracles.values())
+    assert all(row["fuzzing"] is not None for row in oracles.values())  # a default scorer on the oracles too
     report = storage.read_bytes(f"validity/{result.run_id}/report.md").decode()
     assert "| pairs | simulation |" in report and "## Oracle neurons" in report
     assert storage.read_bytes(f"validity/{result.run_id}/gaps.png").startswith(b"\x89PNG")
