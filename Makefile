@@ -28,6 +28,7 @@ $(STAMP): pyproject.toml constraints.txt requirements-models.txt
 
 run: venv
 	$(BIN)/neuronatlas run
+	$(BIN)/neuronatlas view --out site
 
 test: lint typecheck pytest
 
