@@ -18,10 +18,10 @@ LABEL = 10
 
 
 def _shade(value: float, scale: float, rgb: tuple[int, int, int]) -> str:
+    """A background from white to `rgb` by `value / scale`, with ink that stays readable."""
     strength = 0.0 if scale <= 0 else min(max(value / scale, 0.0), 1.0)
     r, g, b = (round(255 - (255 - c) * strength) for c in rgb)
-    ink = "white" if strength > 0.6 else "black"
-    return f"{ink} on #{r:02x}{g:02x}{b:02x}"
+    return f"{'white' if strength > 0.6 else 'black'} on #{r:02x}{g:02x}{b:02x}"
 
 
 def printable(token: str) -> str:
@@ -44,11 +44,13 @@ def _rows(excerpt: Excerpt, real_scale: float, simulated_scale: float, width: in
             used += len(cells[end])
             end += 1
         if excerpt.simulated is not None:
-            simulated = Text("simulated ".rjust(LABEL), style="dim")
+            simulated = Text()
+            simulated.append("simulated ".rjust(LABEL), style="dim")
             for i in range(start, end):
                 simulated.append(cells[i], style=_shade(excerpt.simulated[i], simulated_scale, SIMULATED))
             lines.append(simulated)
-        real = Text("real ".rjust(LABEL), style="dim")
+        real = Text()
+        real.append("real ".rjust(LABEL), style="dim")
         for i in range(start, end):
             real.append(cells[i], style=_shade(excerpt.real[i], real_scale, REAL))
         lines.append(real)
