@@ -248,7 +248,7 @@ def test_a_table_failing_its_suite_after_the_merge_is_rolled_back(local_run: Run
     assert location.read(None, published.SCHEMA).equals(location.read(before, published.SCHEMA))
 
 
-def test_the_atlas_on_s3_publishes_the_same_rows(local_run: Run, s3_bucket: str) -> None:
+def test_the_atlas_on_s3_publishes_the_same_rows(local_run: Run, s3_bucket: str, tmp_path: Path) -> None:
     root = f"s3://{s3_bucket}/atlas"
     on_s3 = run_atlas(root, local_run.source)
     assert on_s3.result.table_uri == f"{root}/published/atlas"
@@ -265,6 +265,20 @@ def test_the_atlas_on_s3_publishes_the_same_rows(local_run: Run, s3_bucket: str)
     pd.testing.assert_frame_equal(local[same], remote[same])
     assert [v["version"] for v in catalog.versions(root)] == [0, 1]
     assert catalog.lineage(root)["publishes"][0]["chain"][-1]["validation"] == "passed"
+    # the viewer reads the same pages back from S3
+    from neuronatlas.viewer import site
+
+    local_site = site.build(local_run.root, str(tmp_path / "local-site"), embed=False)
+    remote_site = site.build(root, str(tmp_path / "s3-site"), embed=False)
+    assert remote_site.pages == local_site.pages == len(remote)
+    for page in (local_site.out / "neurons").rglob("*.html"):
+        mirrored = remote_site.out / page.relative_to(local_site.out)
+        assert _excerpts(mirrored.read_text()) == _excerpts(page.read_text()) != ""
+
+
+def _excerpts(html: str) -> str:
+    """The excerpt blocks of a neuron page (its tokens, values and shades)."""
+    return html[html.find('<div class="excerpts">') : html.find("All sampled explanations")]
 
 
 def test_cli_run_rejects_bad_options_before_any_work(tmp_path: Path) -> None:
