@@ -261,6 +261,8 @@ def test_a_neuron_page_shows_the_simulations_datasets_values(atlas: Atlas, page:
     # the other samples, statistics and lineage
     samples = tab.eval_on_selector_all("table.samples tr", "r => r.length")
     assert samples == 1 + 3  # header + every sample of the neuron (samples=3)
+    headers = tab.eval_on_selector_all("table.samples th", "h => h.map(x => x.textContent)")
+    assert headers[2:5] == ["top-and-random", "embedding AUC", "fuzzing AUC"]  # the default scorers' columns
     assert "frac_positive" in tab.inner_text("main") and row["activations_run"] in tab.inner_text("ul.lineage")
     page.shot("neuron")
 

@@ -71,6 +71,7 @@ SCORE_LABELS = {
     "lookup_null": "token-lookup null",
     "rank_score": "rank score",
 }
+SAMPLE_LABELS = {**SCORE_LABELS, "selection_auc": "selection AUC (train/calibration: picks the best)"}
 SHADES = 10
 """Token shading levels above 0 (the stylesheet's `.r1..r10` and `.s1..s10`)."""
 
@@ -311,12 +312,17 @@ def neuron_html(page: NeuronPage, version: int) -> str:
         + "</li>"
         for link in page.lineage
     )
+    sample_columns = [
+        name
+        for name in ("top_and_random_score", "embedding_auc", "fuzzing_auc", "detection_auc", "selection_auc")
+        if any(sample.get(name) is not None for sample in page.explanations)
+    ]
     samples = "".join(
         f'<tr class="{"best" if s.get("explanation_id") == row["explanation_id"] else ""}">'
         f"<td>{s.get('explanation_id')}</td><td>{_e(s['explanation']) if s.get('explanation') else ''}"
         f"{'<span class=failure>failed: ' + _e(s.get('failure_reason')) + '</span>' if s.get('failure_reason') else ''}"
-        f"</td><td>{_fmt(s.get('top_and_random_score'))}</td><td>{_fmt(s.get('embedding_auc'))}</td>"
-        f"<td>{_fmt(s.get('selection_auc'))}</td><td>{'best' if s.get('is_best') else ''}</td></tr>"
+        f"</td>{''.join(f'<td>{_fmt(s.get(name))}</td>' for name in sample_columns)}"
+        f"<td>{'best' if s.get('is_best') else ''}</td></tr>"
         for s in sorted(page.explanations, key=lambda s: s.get("explanation_id", 0))
     )
     excerpts = "".join(
@@ -344,7 +350,7 @@ def neuron_html(page: NeuronPage, version: int) -> str:
         f"<th>neurons</th><th></th></tr>{gaps}</table></section></div>"
         f'<section><h2>Excerpts</h2><p class="note">{_e(note)}</p><div class="excerpts">{excerpts}</div></section>'
         f'<section><h2>All sampled explanations</h2><table class="samples"><tr><th>id</th><th>explanation</th>'
-        f"<th>top-and-random</th><th>embedding AUC</th><th>selection AUC (train/calibration)</th><th></th></tr>"
+        f"{''.join(f'<th>{_e(SAMPLE_LABELS[name])}</th>' for name in sample_columns)}<th></th></tr>"
         f"{samples}</table></section>"
         f"<section><h2>Lineage</h2><p>publish {_e(row['publish_id'])} · Prefect flow run "
         f"{_e(row['prefect_flow_run_id'])} · prompt v{_e(row['prompt_version'])} · corpus {_e(row['corpus_id'])}"
