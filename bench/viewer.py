@@ -68,15 +68,11 @@ def synthetic_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
 
 
 def build_site(folder: Path, rows: list[dict[str, Any]], words: list[str], word_vectors: np.ndarray) -> None:
-    viewer_site._copy_assets(folder)
-    (folder / "index.html").write_text(viewer_site.INDEX_HTML)
-    viewer_site._write_script(
-        folder / "data" / "index.js", "NA_INDEX", viewer_site.index_data(rows, 1, "bench", [], True)
-    )
+    viewer_site.write_index(folder, viewer_site.index_data(rows, 1, "bench", [], True))
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((len(rows), 384)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    viewer_site._write_script(
+    viewer_site.write_script(
         folder / "data" / "semantic.js",
         "NA_SEMANTIC",
         {

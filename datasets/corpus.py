@@ -8,6 +8,7 @@ import json
 import re
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from neuronatlas.core.corpus import Window
 
@@ -68,3 +69,12 @@ def parts(table: pa.Table, rows_per_part: int | None = None) -> list[tuple[str, 
         (f"part-{index:05d}.parquet", table.slice(offset, rows_per_part))
         for index, offset in enumerate(range(0, max(table.num_rows, 1), rows_per_part))
     ]
+
+
+def tokens_by_sequence(corpus: pa.Table, sequence_ids: pa.Array | pa.ChunkedArray) -> dict[int, tuple[str, ...]]:
+    """The decoded tokens of the windows `sequence_ids` names, from a corpus table."""
+    wanted = corpus.select(["sequence_id", "tokens"]).filter(pc.is_in(corpus["sequence_id"], pc.unique(sequence_ids)))
+    return {
+        sequence_id: tuple(tokens)
+        for sequence_id, tokens in zip(wanted["sequence_id"].to_pylist(), wanted["tokens"].to_pylist(), strict=True)
+    }

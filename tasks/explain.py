@@ -93,11 +93,7 @@ def load_neuron_records(
 
 def _tokens_of(storage: Storage, corpus_id: str, sequence_ids: pa.ChunkedArray) -> dict[int, tuple[str, ...]]:
     corpus = storage.read_parquet(corpus_contract.corpus_path(corpus_id), schema=corpus_contract.SCHEMA)
-    corpus = corpus.select(["sequence_id", "tokens"]).filter(pc.is_in(corpus["sequence_id"], pc.unique(sequence_ids)))
-    return {
-        sequence_id: tuple(tokens)
-        for sequence_id, tokens in zip(corpus["sequence_id"].to_pylist(), corpus["tokens"].to_pylist(), strict=True)
-    }
+    return corpus_contract.tokens_by_sequence(corpus, sequence_ids)
 
 
 @task(cache_policy=NO_CACHE)

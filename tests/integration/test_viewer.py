@@ -409,11 +409,7 @@ def test_model_and_sign_filters_on_a_table_of_two_models(browser: Any, tmp_path:
         for layer in range(3)
         for neuron in range(4)
     ]
-    viewer_site._copy_assets(tmp_path)
-    (tmp_path / "index.html").write_text(viewer_site.INDEX_HTML)
-    viewer_site._write_script(
-        tmp_path / "data" / "index.js", "NA_INDEX", viewer_site.index_data(rows, 1, "test", [], embed=False)
-    )
+    viewer_site.write_index(tmp_path, viewer_site.index_data(rows, 1, "test", [], embed=False))
     page = Page(browser)
     try:
         tab = page.open_index((tmp_path / "index.html").as_uri())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,10 +92,11 @@ def pages(storage: Storage, rows: list[dict[str, Any]]) -> Iterator[NeuronPage]:
     for row in rows:
         groups.setdefault((row["scores_run"], row["layer"]), []).append(row)
     chains: dict[str, list[dict[str, Any]]] = {}
+    corpora = _Corpora(storage)
     for (scores_run, layer), group in groups.items():
         if scores_run not in chains:
             chains[scores_run] = _lineage(storage, scores_run)
-        yield from _layer_pages(storage, scores_run, layer, group, chains[scores_run])
+        yield from _layer_pages(storage, corpora, scores_run, layer, group, chains[scores_run])
 
 
 def _lineage(storage: Storage, scores_run: str) -> list[dict[str, Any]]:
@@ -115,7 +116,12 @@ def _partition(storage: Storage, dataset: str, layer: int, schema: pa.Schema | N
 
 
 def _layer_pages(
-    storage: Storage, scores_run: str, layer: int, rows: list[dict[str, Any]], lineage: list[dict[str, Any]]
+    storage: Storage,
+    corpora: _Corpora,
+    scores_run: str,
+    layer: int,
+    rows: list[dict[str, Any]],
+    lineage: list[dict[str, Any]],
 ) -> Iterator[NeuronPage]:
     neurons = pa.array([row["neuron"] for row in rows], pa.int32())
     scores = _partition(storage, contract.scores_path(scores_run), layer, contract.SCORES_SCHEMA)
@@ -128,7 +134,7 @@ def _layer_pages(
         wanted = {s["sequence_id"] for group in by_neuron_simulations.values() for s in group}
     else:
         wanted = {r["sequence_id"] for group in records.values() for r in group}
-    tokens = _tokens(storage, rows[0]["corpus_id"], wanted)
+    tokens = corpora.tokens(rows[0]["corpus_id"], wanted)
     for row in rows:
         neuron = row["neuron"]
         page = NeuronPage(row, stats=stats.get(neuron), lineage=lineage, simulated=simulations is not None)
@@ -214,20 +220,23 @@ def _stats(storage: Storage, row: dict[str, Any], layer: int, neurons: pa.Array)
     }
 
 
-def _tokens(storage: Storage, corpus_id: str, sequence_ids: set[int]) -> dict[int, tuple[str, ...]]:
-    if not sequence_ids:
-        return {}
-    corpus = storage.read_parquet(corpus_contract.corpus_path(corpus_id), schema=corpus_contract.SCHEMA)
-    corpus = corpus.select(["sequence_id", "tokens"]).filter(
-        pc.is_in(corpus["sequence_id"], pa.array(sorted(sequence_ids), pa.int64()))
-    )
-    return {
-        s: tuple(tokens)
-        for s, tokens in zip(corpus["sequence_id"].to_pylist(), corpus["tokens"].to_pylist(), strict=True)
-    }
+class _Corpora:
+    """Each corpus read once per `pages` call, however many (score run, layer) groups use it."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self._tables: dict[str, pa.Table] = {}
+
+    def tokens(self, corpus_id: str, sequence_ids: set[int]) -> dict[int, tuple[str, ...]]:
+        if not sequence_ids:
+            return {}
+        if corpus_id not in self._tables:
+            corpus = self.storage.read_parquet(corpus_contract.corpus_path(corpus_id), schema=corpus_contract.SCHEMA)
+            self._tables[corpus_id] = corpus.select(["sequence_id", "tokens"])
+        return corpus_contract.tokens_by_sequence(self._tables[corpus_id], pa.array(sorted(sequence_ids), pa.int64()))
 
 
-def _ordered(excerpts: Iterator[Excerpt] | Any) -> list[Excerpt]:
+def _ordered(excerpts: Iterable[Excerpt]) -> list[Excerpt]:
     """Top excerpts first, strongest first; then random ones in corpus order."""
     return sorted(
         excerpts,

@@ -105,7 +105,6 @@ def build(root: str, out: str, version: int | None = None, embed: bool = True) -
     staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
         staging.mkdir()
-        _copy_assets(staging)
         storage = Storage.open(root)
         with progress("neuron pages", len(rows), log, unit="pages", rate_unit="pages") as update:
             written = 0
@@ -122,8 +121,7 @@ def build(root: str, out: str, version: int | None = None, embed: bool = True) -
         ]
         if embed:
             _write_semantic(staging, rows)
-        _write_script(staging / "data" / "index.js", "NA_INDEX", index_data(rows, chosen, root, compares, embed))
-        (staging / "index.html").write_text(INDEX_HTML, encoding="utf-8")
+        write_index(staging, index_data(rows, chosen, root, compares, embed))
         (staging / SITE_MARKER).write_text(
             json.dumps(
                 {"version": chosen, "root": root, "neurons": len(rows), "built_at": _now(), "code": code_version()},
@@ -144,6 +142,13 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def write_index(site: Path, index: dict[str, Any]) -> None:
+    """The index page, its data (`index_data`) and the site's assets, into `site`."""
+    _copy_assets(site)
+    write_script(site / "data" / "index.js", "NA_INDEX", index)
+    (site / "index.html").write_text(INDEX_HTML, encoding="utf-8")
+
+
 def _copy_assets(site: Path) -> None:
     (site / "assets").mkdir()
     for name in ("style.css", "index.js", "neuron.js"):
@@ -152,7 +157,7 @@ def _copy_assets(site: Path) -> None:
         )
 
 
-def _write_script(path: Path, name: str, value: Any) -> None:
+def write_script(path: Path, name: str, value: Any) -> None:
     """Data as a script that sets `window[name]`: a <script src> loads it from file:// too."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"window.{name} = {json.dumps(value, separators=(',', ':'), allow_nan=False)};\n")
@@ -205,7 +210,7 @@ def _write_semantic(site: Path, rows: list[dict[str, Any]]) -> None:
     if extra:
         words = words + extra
         word_vectors = np.concatenate([word_vectors, semantic.quantise(encoder.encode(extra))])
-    _write_script(
+    write_script(
         site / "data" / "semantic.js",
         "NA_SEMANTIC",
         {
