@@ -12,11 +12,13 @@ Each layer partition is a shard, committed on its own (`layer=<L>/_manifest.json
 
 import hashlib
 import json
+from collections.abc import Iterable
 
 import numpy as np
 import pyarrow as pa
+import torch
 
-from neuronatlas.core.records import KindRecords
+from neuronatlas.core.records import TOP_SPLITS, KindRecords
 from neuronatlas.core.stats import NeuronStatistics
 
 FORMAT_VERSION = 1
@@ -74,28 +76,34 @@ def layer_partition(dataset: str, layer: int) -> str:
 def records_table(records: list[KindRecords], sequence_ids: np.ndarray) -> pa.Table:
     """All kinds of one layer's records, ordered by neuron, then kind (top, bottom, random), then
     rank. Ordered in numpy before the Arrow table is built: sorting the list column in Arrow
-    would copy it again."""
+    would copy it again. Kind and split are built in Arrow from small integer codes (no Python
+    strings per row)."""
     neuron = np.concatenate([r.neuron for r in records])
-    kind = np.concatenate([np.full(len(r.neuron), r.kind, dtype=object) for r in records])
-    kind_order = np.concatenate([np.full(len(r.neuron), KIND_ORDER[r.kind], dtype=np.int8) for r in records])
+    kind_code = np.concatenate([np.full(len(r.neuron), KIND_ORDER[r.kind], dtype=np.int8) for r in records])
     rank = np.concatenate([r.rank for r in records])
-    order = np.lexsort((rank, kind_order, neuron))
+    order = np.lexsort((rank, kind_code, neuron))
     activations = np.concatenate([r.activations for r in records]).astype(np.float32, copy=False)[order]  # (R, T)
     window = activations.shape[1]
     offsets = np.arange(0, activations.size + 1, window, dtype=np.int32)
+    extremes = torch.from_numpy(activations)  # a view: two threads for the row maxima and minima
     return pa.table(
         {
             "neuron": neuron[order],
-            "kind": kind[order],
+            "kind": _names(KIND_ORDER, kind_code[order]),
             "rank": rank[order],
-            "split": np.concatenate([r.split for r in records])[order],
+            "split": _names(TOP_SPLITS, np.concatenate([r.split_code for r in records])[order]),
             "sequence_id": sequence_ids[np.concatenate([r.excerpt_index for r in records])[order]],
-            "max_activation": activations.max(axis=1),
-            "min_activation": activations.min(axis=1),
+            "max_activation": extremes.amax(dim=1).numpy(),
+            "min_activation": extremes.amin(dim=1).numpy(),
             "activations": pa.ListArray.from_arrays(pa.array(offsets), pa.array(activations.reshape(-1))),
         },
         schema=RECORDS_SCHEMA,
     )
+
+
+def _names(names: Iterable[str], codes: np.ndarray) -> pa.Array:
+    """A string array: `names` taken at `codes`."""
+    return pa.array(list(names), pa.string()).take(pa.array(codes))
 
 
 def stats_table(stats: NeuronStatistics, records: list[KindRecords], k: int, random_k: int) -> pa.Table:

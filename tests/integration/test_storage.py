@@ -11,6 +11,7 @@ from pathlib import Path
 
 import boto3
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from neuronatlas.adapters.storage import MANIFEST, STAGING, Storage
@@ -148,6 +149,25 @@ def test_parquet_round_trip(root: str) -> None:
     assert storage.read_parquet("t").equals(table)
     assert storage.read_parquet("t", schema=TABLE_SCHEMA).equals(table)
     assert storage.read_parquet("t/part-0.parquet").equals(table)  # a single file, too
+
+
+def test_parquet_dictionary_encodes_only_columns_that_are_not_floating_point(tmp_path: Path) -> None:
+    storage = Storage.open(str(tmp_path))
+    table = pa.table(
+        {
+            "kind": pa.array(["top", "bottom"] * 50),
+            "neuron": pa.array(range(100), pa.int32()),
+            "score": pa.array([0.5] * 100, pa.float32()),
+            "activations": pa.array([[0.25, 1.0]] * 100, pa.list_(pa.float32())),
+        }
+    )
+    storage.write_parquet("t/part-0.parquet", table)
+    row_group = pq.ParquetFile(tmp_path / "t" / "part-0.parquet").metadata.row_group(0)
+    encodings = {row_group.column(i).path_in_schema: row_group.column(i).encodings for i in range(4)}
+    assert "RLE_DICTIONARY" in encodings["kind"] and "RLE_DICTIONARY" in encodings["neuron"]
+    assert "RLE_DICTIONARY" not in encodings["score"]
+    assert "RLE_DICTIONARY" not in encodings["activations.list.element"]
+    assert storage.read_parquet("t").equals(table)
 
 
 def test_parquet_reads_every_part_and_skips_underscore_files(root: str) -> None:

@@ -182,6 +182,18 @@ def test_stats_merge_is_stable_with_a_large_offset() -> None:
     assert result.n_tokens == 400
 
 
+def test_stats_stay_accurate_when_later_batches_drift_away_from_the_first() -> None:
+    # the shift is the first batch's mean (about 0); the rest sit near 50 with a spread of 1
+    generator = torch.Generator().manual_seed(7)
+    acts = torch.randn(64, 16, 3, generator=generator)
+    acts[4:] += 50.0
+    result = stream_stats(acts, (4, 20, 40)).result()
+
+    flat = acts.reshape(-1, 3).double().numpy()
+    np.testing.assert_allclose(result.variance.numpy(), flat.var(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(result.mean.numpy(), flat.mean(axis=0), rtol=1e-6)
+
+
 def test_stats_without_data_raise() -> None:
     with pytest.raises(ValueError, match="no activations were added"):
         RunningStats(3).result()

@@ -14,6 +14,7 @@ import torch
 
 TOP_SPLITS = ("train", "calibration", "valid", "test")
 RANDOM_SPLITS = ("calibration", "valid", "test")
+assert TOP_SPLITS[1:] == RANDOM_SPLITS  # `KindRecords.split_code` counts on it
 
 
 @dataclass
@@ -32,8 +33,15 @@ class KindRecords:
 
     @property
     def split(self) -> np.ndarray:
-        splits = RANDOM_SPLITS if self.kind == "random" else TOP_SPLITS
-        return np.array(splits, dtype=object)[self.rank % len(splits)]
+        """(R,) split name of each row."""
+        return np.array(TOP_SPLITS, dtype=object)[self.split_code]
+
+    @property
+    def split_code(self) -> np.ndarray:
+        """(R,) int8 position of each row's split in `TOP_SPLITS` (which holds every split)."""
+        if self.kind == "random":
+            return (1 + self.rank % len(RANDOM_SPLITS)).astype(np.int8)  # calibration, valid, test
+        return (self.rank % len(TOP_SPLITS)).astype(np.int8)
 
 
 def random_pool(n_excerpts: int, size: int, rng: np.random.Generator) -> np.ndarray:

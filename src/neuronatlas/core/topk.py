@@ -31,13 +31,14 @@ class RunningTopK:
         winners = torch.zeros_like(candidates, dtype=torch.bool)
         winners.scatter_(1, candidates.topk(k, dim=1, largest=self.largest, sorted=False).indices, True)
         # As many kept entries lose as batch entries win, row by row; `nonzero` lists both in
-        # row-major order, so the i-th evicted slot pairs with the i-th incoming excerpt.
+        # row-major order, so the i-th evicted slot pairs with the i-th incoming excerpt, in the
+        # same row: one neuron index serves both sides.
         evicted_row, evicted_slot = (~winners[:, :k]).nonzero(as_tuple=True)
-        incoming_row, incoming_batch = winners[:, k:].nonzero(as_tuple=True)
+        incoming_batch = winners[:, k:].nonzero(as_tuple=True)[1]
         neuron = rows[evicted_row]
-        self._values[neuron, evicted_slot] = scores[incoming_batch, rows[incoming_row]]
+        self._values[neuron, evicted_slot] = scores[incoming_batch, neuron]
         self._indices[neuron, evicted_slot] = excerpt_indices[incoming_batch]
-        self._activations[neuron, evicted_slot] = activations[incoming_batch, :, rows[incoming_row]]
+        self._activations[neuron, evicted_slot] = activations[incoming_batch, :, neuron]
 
     def _order(self) -> torch.Tensor:
         return self._values.argsort(dim=1, descending=self.largest, stable=True)  # (D, K)
