@@ -28,8 +28,11 @@ committed corpus, the first `--excerpts` of them. Model: `smollm2-135m`, fp32, o
 The machine is noisy (whole passes minutes apart differ by 5%), so the two are paired per batch:
 extract() runs with a callback that, after each batch, runs the bare forward of the same batch
 (odd rounds) or of the next one, before it is extracted (even rounds); the bare seconds are
-taken out of extract()'s. Both count the same tokens (N x 64). The ratio is the median over rounds
-of bare / (extract + tables + write); each batch's pair is kept in the JSON.
+taken out of extract()'s. Both count the same tokens (N x 64). The time inside the capture hooks
+(merges and statistics) is summed per batch too (a wrapper around the library's `_hooked`), so each
+round also prints the forward pass with hooks on, less their work, against the bare forward. The
+ratio is the median over rounds of bare / (extract + tables + write); each batch's times are kept
+in the JSON.
 Writes the numbers to bench/results/extract.json.
 """
 
@@ -445,6 +448,33 @@ def main() -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+@contextmanager
+def timed_hooks(seconds: list[float]) -> Iterator[None]:
+    """Add the time each capture hook of `extract()` takes (its merges and statistics) to
+    `seconds[0]`: wraps the library's `_hooked`, in this process only."""
+    from neuronatlas.adapters import extraction as library
+
+    hooked = library._hooked
+
+    @contextmanager
+    def timed(layout: Any, layers: list[int], consume: Callable[[int, Any], None]) -> Iterator[None]:
+        def timed_consume(layer: int, value: Any) -> None:
+            started = time.perf_counter()
+            try:
+                consume(layer, value)
+            finally:
+                seconds[0] += time.perf_counter() - started
+
+        with hooked(layout, layers, timed_consume):
+            yield
+
+    library._hooked = timed
+    try:
+        yield
+    finally:
+        library._hooked = hooked
+
+
 def paired_round(
     model: Any,
     bare_model: Any,
@@ -462,6 +492,9 @@ def paired_round(
     differ by 5%."""
     bare_s: list[float] = []
     extract_s: list[float] = []
+    hook_s: list[float] = []
+    """Per batch, seconds spent in the capture hooks (merges, statistics), all layers."""
+    in_hooks = [0.0]
     done = [0]
 
     def bare(start: int, stop: int) -> float:
@@ -479,6 +512,8 @@ def paired_round(
     def on_batch(n_done: int, _tokens: int) -> None:
         now = time.perf_counter()
         extract_s.append(now - last_mark[0])
+        hook_s.append(in_hooks[0])
+        in_hooks[0] = 0.0
         if bare_first:
             if n_done < len(token_ids):
                 bare(n_done, min(n_done + BATCH_SIZE, len(token_ids)))
@@ -493,14 +528,17 @@ def paired_round(
     def start_clock() -> None:
         last_mark[0] = time.perf_counter()
 
-    marks, fingerprint, sizes = extraction(
-        model, token_ids, sequence_ids, root, on_batch=on_batch, before_extract=start_clock
-    )
+    with timed_hooks(in_hooks):
+        marks, fingerprint, sizes = extraction(
+            model, token_ids, sequence_ids, root, on_batch=on_batch, before_extract=start_clock
+        )
     if len(bare_s) != len(extract_s):
         raise RuntimeError(f"{len(bare_s)} bare batches against {len(extract_s)} extracted")
     marks["extract"] = sum(extract_s)  # without the bare forwards run between its batches
     marks["total"] = marks["extract"] + marks["tables"] + marks["write"]
-    measured = {"marks": marks, "bare_s": sum(bare_s), "per_batch": {"bare": bare_s, "extract": extract_s}}
+    marks["hooks"] = sum(hook_s)
+    per_batch = {"bare": bare_s, "extract": extract_s, "hooks": hook_s}
+    measured = {"marks": marks, "bare_s": sum(bare_s), "per_batch": per_batch}
     return measured, fingerprint, sizes
 
 
@@ -529,7 +567,10 @@ def paired_rounds(
             f"round {index + 1}/{args.rounds} (bare forward of each batch {'before' if bare_first else 'after'} "
             f"its extraction): bare {rate(tokens, measured['bare_s']):,.0f} tok/s | extraction "
             f"{rate(tokens, marks['total']):,.0f} tok/s (extract {marks['extract']:.1f} s, tables "
-            f"{marks['tables']:.1f} s, write {marks['write']:.1f} s) | ratio {measured['bare_s'] / marks['total']:.3f}",
+            f"{marks['tables']:.1f} s, write {marks['write']:.1f} s) | ratio "
+            f"{measured['bare_s'] / marks['total']:.3f} | hooks {marks['hooks']:.1f} s; "
+            "forward with hooks on, less their work, vs bare "
+            f"{(marks['extract'] - marks['hooks']) / measured['bare_s']:.3f}",
             flush=True,
         )
     if len(fingerprints) != 1:
