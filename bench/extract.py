@@ -494,39 +494,36 @@ def paired_round(
     extract_s: list[float] = []
     hook_s: list[float] = []
     """Per batch, seconds spent in the capture hooks (merges, statistics), all layers."""
-    in_hooks = [0.0]
-    done = [0]
+    in_hooks = [0.0]  # filled by `timed_hooks`
+    done = 0
+    last_mark = 0.0
 
-    def bare(start: int, stop: int) -> float:
+    def bare(start: int, stop: int) -> None:
         import torch
 
         started = time.perf_counter()
         with torch.inference_mode():
             bare_model.model(input_ids=torch.as_tensor(token_ids[start:stop], dtype=torch.long), use_cache=False)
-        seconds = time.perf_counter() - started
-        bare_s.append(seconds)
-        return seconds
-
-    last_mark = [0.0]
+        bare_s.append(time.perf_counter() - started)
 
     def on_batch(n_done: int, _tokens: int) -> None:
-        now = time.perf_counter()
-        extract_s.append(now - last_mark[0])
+        nonlocal done, last_mark
+        extract_s.append(time.perf_counter() - last_mark)
         hook_s.append(in_hooks[0])
         in_hooks[0] = 0.0
-        if bare_first:
-            if n_done < len(token_ids):
-                bare(n_done, min(n_done + BATCH_SIZE, len(token_ids)))
-        else:
-            bare(done[0], n_done)
-        done[0] = n_done
-        last_mark[0] = time.perf_counter()
+        if not bare_first:
+            bare(done, n_done)
+        elif n_done < len(token_ids):
+            bare(n_done, min(n_done + BATCH_SIZE, len(token_ids)))
+        done = n_done
+        last_mark = time.perf_counter()
 
     if bare_first:
         bare(0, min(BATCH_SIZE, len(token_ids)))
 
     def start_clock() -> None:
-        last_mark[0] = time.perf_counter()
+        nonlocal last_mark
+        last_mark = time.perf_counter()
 
     with timed_hooks(in_hooks):
         marks, fingerprint, sizes = extraction(
@@ -725,18 +722,19 @@ def print_summary(results: dict[str, Any], breakdown: dict[str, float] | None, r
     tokens, bare_s = results["tokens"], results["bare_forward"]["median_s"]
     phases = results["extraction"]["median_phases_s"]
 
-    def row(name: str, seconds: float) -> str:
-        return f"  {name:<34} {seconds:>8.2f} s {rate(tokens, seconds):>9,.0f} tok/s {bare_s / seconds:>7.3f}"
+    def row(name: str, seconds: float, ratio: float) -> str:
+        return f"  {name:<34} {seconds:>8.2f} s {rate(tokens, seconds):>9,.0f} tok/s {ratio:>7.3f}"
 
     print()
     print(
         f"median of {results['rounds']} rounds paired per batch, {tokens:,} tokens, {results['layers']} layers, "
         f"torch {results['torch']} {results['threads']} threads fp32 cpu:"
     )
+    # times: medians over rounds; bare/x: median over rounds of each round's paired ratio
     print(f"  {'':<34} {'time':>10} {'rate':>15} {'bare/x':>7}")
-    print(row("bare forward (no hooks)", bare_s))
-    print(row("extraction: extract + tables + write", phases["total"]))
-    print(row("  extract() only", phases["extract"]))
+    print(row("bare forward (no hooks)", bare_s, 1.0))
+    print(row("extraction: extract + tables + write", phases["total"], results["ratio_extraction_to_bare"]))
+    print(row("  extract() only", phases["extract"], results["ratio_extract_only_to_bare"]))
     print(f"  {'  tables (layer_tables)':<34} {phases['tables']:>8.2f} s")
     print(f"  {'  write (2 parquet x layer)':<34} {phases['write']:>8.2f} s")
     ratio = results["ratio_extraction_to_bare"]
