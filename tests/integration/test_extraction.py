@@ -108,6 +108,33 @@ def test_gpt2_records_match_direct_computation() -> None:
     check_layer(model, windows_for("smollm2-135m", 30), [0, 1], [0, 100, 191])
 
 
+def test_bf16_on_request_on_the_cpu_records_the_bf16_models_activations() -> None:
+    """The CPU runs fp32 unless bf16 is asked for; a bf16 model's records are float32 copies of
+    its own bf16 activations, close to the fp32 model's at bf16's resolution."""
+    from neuronatlas.adapters.extraction import pick_dtype
+
+    assert pick_dtype("auto", "cpu") == torch.float32
+    assert pick_dtype("bf16", "cpu") == torch.bfloat16
+    token_ids = windows_for("smollm2-135m", 16)
+    layer, neurons = 3, [0, 777, 1535]
+    fp32 = load_model(resolve_model("smollm2-135m")).eval()
+    expected = direct_activations(fp32, torch.as_tensor(token_ids), layer)  # (N, T, D) float32
+    del fp32
+    bf16 = load_model(resolve_model("smollm2-135m")).to(dtype=pick_dtype("bf16", "cpu")).eval()
+    pool = random_pool(len(token_ids), 4, np.random.default_rng(3))
+    state = extract(bf16, token_ids, [layer], k=K, bottom_candidates=2 * K, pool=pool, batch_size=8, device="cpu")
+    accumulator = state[layer]
+    assert accumulator.top.activations.dtype == torch.float32
+    for neuron in neurons:
+        recorded = accumulator.top.activations[neuron]  # (K, T)
+        values = expected[accumulator.top.indices[neuron], :, neuron]
+        assert not torch.equal(recorded, values)  # bf16 arithmetic, not an fp32 pass
+        scale = float(expected[:, :, neuron].abs().max())
+        torch.testing.assert_close(recorded, values, atol=0.05 * scale, rtol=0)
+    stats = accumulator.stats.result()
+    assert stats.n_tokens == token_ids.size and bool(torch.isfinite(stats.variance).all())
+
+
 def test_forward_pass_stops_after_the_last_requested_layer() -> None:
     """Extracting layer 0 runs only the first block: later blocks never see an input."""
     from transformers import GPT2Config, GPT2LMHeadModel
