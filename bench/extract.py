@@ -176,10 +176,9 @@ def extraction(
     does (less validation and commit). Seconds per phase, a fingerprint of the accumulators, sizes."""
     from neuronatlas.adapters.extraction import extract, mlp_layout
     from neuronatlas.adapters.storage import Storage
-    from neuronatlas.tasks.extract import Excerpts, layer_tables
+    from neuronatlas.datasets.activations import layer_tables
 
     layers = list(range(mlp_layout(model).n_layers))
-    excerpts = Excerpts(token_ids, sequence_ids)
     pool = make_pool(len(token_ids))
     storage = Storage.open(str(root))
     marks = {"extract": 0.0, "tables": 0.0, "write": 0.0}
@@ -204,7 +203,7 @@ def extraction(
     sizes = {"records_rows": 0, "parquet_bytes": 0}
     for layer in layers:
         started = time.perf_counter()
-        records, stats = layer_tables(state.pop(layer), pool, excerpts, TOP_K, RANDOM_K)
+        records, stats = layer_tables(state.pop(layer), pool, sequence_ids, TOP_K, RANDOM_K)
         marks["tables"] += time.perf_counter() - started
         started = time.perf_counter()
         storage.write_parquet(f"activations/layer={layer}/part-00000.parquet", records)
@@ -285,7 +284,6 @@ def instrumented(model: Any) -> Iterator[PhaseTimer]:
     from neuronatlas.core.stats import RunningStats
     from neuronatlas.core.topk import RunningTopK
     from neuronatlas.datasets import activations as contract
-    from neuronatlas.tasks import extract as tasks
 
     timer = PhaseTimer()
     body = mlp_layout(model).body
@@ -298,7 +296,7 @@ def instrumented(model: Any) -> Iterator[PhaseTimer]:
     patches: list[tuple[Any, str, Any]] = [
         (RunningTopK, "update", timed_topk_update),
         (RunningStats, "update", timer.timed(RunningStats.update, "statistics")),
-        (tasks, "layer_records", timer.timed(tasks.layer_records, "layer_records")),
+        (contract, "layer_records", timer.timed(contract.layer_records, "layer_records")),
         (contract, "stats_table", timer.timed(contract.stats_table, "stats_table")),
         (contract, "records_table", timer.timed(contract.records_table, "records_table (incl. sort)")),
     ]

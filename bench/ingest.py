@@ -76,9 +76,11 @@ def tokenizer_only(texts: list[str], tokenizer: Any) -> tuple[float, int]:
 def ingest_pipeline(loaded: Any, tokenizer: Any, root: Path) -> tuple[dict[str, float], dict[str, Any]]:
     """The flow's per-corpus work with the functions its tasks call; seconds per phase, and counts."""
     from neuronatlas.adapters.storage import Storage
+    from neuronatlas.adapters.validation import Check
     from neuronatlas.core.corpus import build_windows
     from neuronatlas.datasets import corpus as contract
-    from neuronatlas.tasks.ingest import corpus_manifest, stage_corpus, validate_corpus
+    from neuronatlas.expectations import corpus as corpus_suite
+    from neuronatlas.tasks.commit import DatasetWrite, stage_datasets, validate_staged
     from neuronatlas.version import code_version
 
     storage = Storage.open(str(root))
@@ -89,22 +91,17 @@ def ingest_pipeline(loaded: Any, tokenizer: Any, root: Path) -> tuple[dict[str, 
     marks.append(time.perf_counter())
     table = contract.to_table(windows, loaded.label)
     marks.append(time.perf_counter())
-    staging = stage_corpus.fn(storage, corpus_id, table)
+    check = Check("corpus", corpus_suite.validation_frame, corpus_suite.suite(WINDOW, tokenizer.vocab_size))
+    write = DatasetWrite("corpus", dataset, contract.parts(table), contract.SCHEMA, check)
+    staged = stage_datasets.fn(storage, [write])
     marks.append(time.perf_counter())
-    report = validate_corpus.fn(storage, staging, WINDOW, tokenizer.vocab_size)
+    reports = validate_staged.fn(storage, staged, [write], "corpus")
     marks.append(time.perf_counter())
-    manifest = corpus_manifest(
-        corpus_id=corpus_id,
-        loaded=loaded,
-        tokenizer=tokenizer,
-        window=WINDOW,
-        table=table,
-        stats=stats,
-        report=report,
-        timings={},
-        context={"code_version": code_version(), "prefect_flow_run_id": ""},
+    context = {"code_version": code_version(), "prefect_flow_run_id": ""}
+    manifest = contract.corpus_manifest(
+        corpus_id, loaded, tokenizer, WINDOW, table, stats, reports["corpus"], {}, context
     )
-    storage.commit(staging, dataset, manifest)  # what commit_corpus does, without its run logger
+    storage.commit(staged["corpus"], dataset, manifest)  # what commit_staged does, without its run logger
     marks.append(time.perf_counter())
     if not storage.is_committed(dataset):
         raise RuntimeError(f"{storage.uri(dataset)}: not committed after the pipeline ran")

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from neuronatlas.defaults import SCORERS as DEFAULT_SCORERS
+from neuronatlas.config import ScoreConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--layers", default="auto")
     parser.add_argument("--formats", default="pairs,tokens")
     parser.add_argument("--samples", type=int, default=2)
-    parser.add_argument("--scorers", default=DEFAULT_SCORERS)
+    parser.add_argument("--scorers", default=ScoreConfig().scorers)
     parser.add_argument("--methods", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-oracles", action="store_true")

@@ -13,12 +13,13 @@ Each layer partition is a shard, committed on its own (`layer=<L>/_manifest.json
 import hashlib
 import json
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import torch
 
-from neuronatlas.core.records import TOP_SPLITS, KindRecords
+from neuronatlas.core.records import TOP_SPLITS, KindRecords, layer_records
 from neuronatlas.core.stats import NeuronStatistics
 
 FORMAT_VERSION = 1
@@ -125,3 +126,52 @@ def stats_table(stats: NeuronStatistics, records: list[KindRecords], k: int, ran
         },
         schema=STATS_SCHEMA,
     )
+
+
+def layer_tables(
+    accumulator: Any, pool: np.ndarray, sequence_ids: np.ndarray, k: int, random_k: int
+) -> tuple[Any, Any]:
+    """(records, stats) tables of one layer, from its `LayerAccumulator` (moved to the CPU);
+    `sequence_ids` names the extraction's excerpts in order."""
+    records = layer_records(
+        accumulator.top.indices.cpu(),
+        accumulator.top.activations.cpu(),
+        accumulator.bottom.indices.cpu(),
+        accumulator.bottom.activations.cpu(),
+        pool,
+        accumulator.pool_activations.cpu(),
+        k,
+        random_k,
+    )
+    stats = stats_table(accumulator.stats.result(), records, k, random_k)
+    return records_table(records, sequence_ids), stats
+
+
+def run_manifest(
+    run: str,
+    source: Any,
+    corpus_id: str,
+    corpus_manifest: dict[str, Any],
+    layers: list[int],
+    n_layers: int,
+    d_mlp: int,
+    parameters: dict[str, Any],
+    details: dict[str, Any],
+) -> dict[str, Any]:
+    """An activation run's manifest: the model (`ModelSource`) with its checksum, the corpus with its
+    fingerprint, the committed layers, the parameters, and `details` (device, timings, code
+    version, picture, neuron definition, dataset URIs)."""
+    return {
+        "run_id": run,
+        "model": source.spec,
+        "model_slug": source.slug,
+        "hf_id": source.hf_id,
+        "model_checksum": source.checksum,
+        "corpus_id": corpus_id,
+        "corpus_fingerprint": corpus_manifest["source"]["fingerprint"],
+        "layers": layers,
+        "n_layers_in_model": n_layers,
+        "d_mlp": d_mlp,
+        "parameters": parameters,
+        **details,
+    }

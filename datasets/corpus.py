@@ -6,11 +6,14 @@ One row per window. A corpus is committed when `_manifest.json` exists in its fo
 import hashlib
 import json
 import re
+import time
+from dataclasses import asdict
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from neuronatlas.core.corpus import Window
+from neuronatlas.core.corpus import CorpusStats, Window
 
 FORMAT_VERSION = 1
 """Bumped when windowing or the schema changes, so old corpus ids are not reused."""
@@ -77,4 +80,42 @@ def tokens_by_sequence(corpus: pa.Table, sequence_ids: pa.Array | pa.ChunkedArra
     return {
         sequence_id: tuple(tokens)
         for sequence_id, tokens in zip(wanted["sequence_id"].to_pylist(), wanted["tokens"].to_pylist(), strict=True)
+    }
+
+
+def corpus_manifest(
+    corpus_id: str,
+    loaded: Any,
+    tokenizer: Any,
+    window: int,
+    table: pa.Table,
+    stats: CorpusStats,
+    report: Any,
+    timings: dict[str, float],
+    context: dict[str, Any],
+) -> dict[str, Any]:
+    """What the corpus is, where it came from (`loaded`: the source as read), how it was made
+    (`tokenizer`, `stats`, `timings`) and whether it passed its suite (`report`)."""
+    return {
+        "dataset": "corpus",
+        "corpus_id": corpus_id,
+        "format_version": FORMAT_VERSION,
+        "source": {"label": loaded.label, "kind": loaded.kind, "fingerprint": loaded.fingerprint, **loaded.details},
+        "tokenizer": {
+            "model": tokenizer.source.spec,
+            "hf_id": tokenizer.source.hf_id,
+            "identity": tokenizer.identity,
+            "vocab_size": tokenizer.vocab_size,
+            "fingerprint": tokenizer.fingerprint,
+        },
+        "window": window,
+        "rows": table.num_rows,
+        "tokens": table.num_rows * window,
+        "counts": asdict(stats),
+        "files": [name for name, _ in parts(table)],
+        "schema": table.schema.to_string(),
+        "validation": report.to_manifest(),
+        "timings_s": {name: round(seconds, 3) for name, seconds in timings.items()},
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **context,
     }

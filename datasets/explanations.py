@@ -9,15 +9,24 @@ as int32 like the hive partition key, so a whole dataset reads back with one sch
 - `control_simulations/<run>/layer=<L>/...`: the permutation control: each explanation simulated on
   the valid records of another neuron (`record_layer`, `record_neuron`).
 - `scores/<run>/layer=<L>/...`: one row per (layer, neuron, explanation_id): every score (null with
-  a reason where undefined), the control's score, and whether it is the neuron's best on `valid`.
+  a reason where undefined), the control's score, and whether it is the neuron's best sample (chosen
+  on train/calibration spans, never valid or test: `core.scorers.best_sample`).
 
 Run ids are content-addressed (inputs and parameters), so a rerun finds its own output.
 """
 
 import hashlib
 import json
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+
+from neuronatlas.core.explain import ExplainedNeuron, Record, Simulation
+from neuronatlas.core.scorers import SCORERS, NeuronOutcome, result_or_not_run
+from neuronatlas.core.scorers.simulation import SimulationResult
+from neuronatlas.core.scoring import SCORE_NAMES
 
 FORMAT_VERSION = 2
 
@@ -56,15 +65,7 @@ CONTROL_SCHEMA = pa.schema(
     ]
 )
 
-SCORE_COLUMNS = (
-    "top_and_random_score",
-    "random_only_score",
-    "test_score",
-    "calibration_score",
-    "rsquared",
-    "absolute_dev_explained",
-    "null_score",
-)
+SCORE_COLUMNS = (*SCORE_NAMES, "null_score")
 EXCERPT_SCORE_COLUMNS = (
     "embedding_auc",
     "embedding_null",
@@ -105,6 +106,16 @@ def run_id(prefix: str, *parts: object) -> str:
     return f"{prefix}-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
+def explanations_digest(table: pa.Table, layer: int) -> str:
+    """Fingerprint of a layer's explanations (texts and failures): scores made from other
+    explanations (before an explain rerun retried failed rows) are redone."""
+    rows = table.filter(pc.equal(table["layer"], layer)).sort_by(
+        [("neuron", "ascending"), ("explanation_id", "ascending")]
+    )
+    picked = rows.select(["neuron", "explanation_id", "explanation", "failure_reason"]).to_pylist()
+    return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def explanations_path(run: str) -> str:
     return f"explanations/{run}"
 
@@ -119,3 +130,77 @@ def control_path(run: str) -> str:
 
 def scores_path(run: str) -> str:
     return f"scores/{run}"
+
+
+def explanations_table(layer: int, explained: list[ExplainedNeuron]) -> pa.Table:
+    """One layer's explanation rows."""
+    rows = [
+        {
+            "layer": layer,
+            "neuron": neuron.neuron,
+            "explanation_id": row.explanation_id,
+            "explanation": row.explanation,
+            "failure_reason": row.failure_reason,
+            "answer": row.answer,
+            "prompt_tokens": neuron.prompt_tokens,
+            "completion_tokens": neuron.completion_tokens,
+        }
+        for neuron in explained
+        for row in neuron.rows
+    ]
+    return pa.Table.from_pylist(rows, schema=EXPLANATIONS_SCHEMA)
+
+
+def layer_tables(layer: int, outcomes: list[NeuronOutcome]) -> dict[str, pa.Table]:
+    """The simulations, control and scores tables of one layer's scored neurons (scores last: its
+    commit marks the layer done)."""
+    simulations: list[dict[str, Any]] = []
+    control: list[dict[str, Any]] = []
+    scores: list[dict[str, Any]] = []
+    for neuron in outcomes:
+        for index, outcome in enumerate(neuron.explanations):
+            key = {"layer": layer, "neuron": neuron.neuron, "explanation_id": outcome.explanation_id}
+            simulated = outcome.results.get("simulation")
+            if isinstance(simulated, SimulationResult):
+                simulations += _simulation_rows(key, simulated.excerpts, simulated.simulations)
+                if neuron.control_of is not None:
+                    extra = {"record_layer": neuron.control_of[0], "record_neuron": neuron.control_of[1]}
+                    control += _simulation_rows(
+                        {**key, **extra}, simulated.control_excerpts, simulated.control_simulations
+                    )
+            row = {**key, "explanation": outcome.explanation, "is_best": index == neuron.best}
+            for name in SCORERS:
+                row |= result_or_not_run(outcome, name).columns()
+            control_of = neuron.control_of
+            row |= neuron.baseline.columns() | {
+                "null_layer": control_of[0] if control_of else None,
+                "null_neuron": control_of[1] if control_of else None,
+            }
+            scores.append(row)
+    return {
+        "simulations": pa.Table.from_pylist(simulations, schema=SIMULATIONS_SCHEMA),
+        "control": pa.Table.from_pylist(control, schema=CONTROL_SCHEMA),
+        "scores": pa.Table.from_pylist(scores, schema=SCORES_SCHEMA),
+    }
+
+
+def _simulation_rows(
+    key: dict[str, Any], excerpts: list[Record], simulations: list[Simulation]
+) -> list[dict[str, Any]]:
+    return [
+        {
+            **key,
+            "sequence_id": record.sequence_id,
+            "split": record.split,
+            "kind": record.kind,
+            "true_activations": float_list(record.activations),
+            "simulated_activations": float_list(simulation.values),
+            "digit_mass": float_list(simulation.digit_mass),
+            "failure_reason": simulation.failure,
+        }
+        for record, simulation in zip(excerpts, simulations, strict=True)
+    ]
+
+
+def float_list(values: np.ndarray | None) -> list[float] | None:
+    return None if values is None else [float(v) for v in values]

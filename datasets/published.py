@@ -8,7 +8,11 @@ explanation ranks higher on the same criterion (`rank_by`, `rank_score`: how the
 the best of n samples), or was ranked by another criterion; other rows are kept as they were.
 """
 
+from datetime import UTC, datetime
+from typing import Any
+
 import pyarrow as pa
+import pyarrow.compute as pc
 
 TABLE_PATH = "published/atlas"
 KEY = ("model", "layer", "neuron", "sign")
@@ -21,7 +25,7 @@ ROLLED_BACK_KEY = "neuronatlas_rolled_back"
 GAP_SCORERS = ("simulation", "embedding", "detection", "fuzzing")
 """Scorers whose run-level gap (real minus permutation null, best sample per neuron) each row
 carries: the gap, its 95% CI, the neurons it is over, and whether it is significant (CI above 0
-over at least `core.validity.MIN_GAP_NEURONS`)."""
+over at least `core.summary.MIN_GAP_NEURONS`)."""
 ROW_SCORES = (
     "top_and_random_score",
     "random_only_score",
@@ -84,3 +88,63 @@ SCHEMA = pa.schema(
 def publish_id(scores_run: str) -> str:
     """A publish is named after the score run it publishes (one score run publishes once)."""
     return "p-" + scores_run.removeprefix("s-")
+
+
+def published_rows(chain: list[Any], scores: pa.Table, publish_id: str, flow_run_id: str | None) -> pa.Table:
+    """The best explanation of every neuron of the score run (`chain`: its `catalog.lineage` links),
+    with its scores, the run's gap per scorer and the row's lineage. Neurons with no ranked
+    explanation are not published."""
+    links = {link.dataset: link for link in chain}
+    score_manifest = links["scores"].manifest
+    activations = links["activations"].manifest
+    gaps = score_manifest["summary"]["scorers"]
+    best = scores.filter(pc.and_(scores["is_best"], pc.is_valid(scores["explanation"]))).to_pylist()
+    now = datetime.now(UTC)
+    rows = []
+    for row in best:
+        rank_by = "selection_auc" if row["selection_auc"] is not None else "top_and_random_score"
+        if row[rank_by] is None:
+            continue
+        gap_columns: dict[str, Any] = {}
+        for scorer in GAP_SCORERS:
+            gap = gaps.get(scorer)
+            gap_columns[f"{scorer}_run_gap"] = gap["gap"] if gap else None
+            gap_columns[f"{scorer}_run_gap_low"] = gap["ci95"][0] if gap else None
+            gap_columns[f"{scorer}_run_gap_high"] = gap["ci95"][1] if gap else None
+            gap_columns[f"{scorer}_run_significant"] = gap["significant"] if gap else None
+            gap_columns[f"{scorer}_run_neurons"] = gap["n"] if gap else None
+        rows.append(
+            {
+                "model": activations["model_slug"],
+                "layer": row["layer"],
+                "neuron": row["neuron"],
+                "sign": score_manifest.get("sign", "positive"),
+                "explanation": row["explanation"],
+                "explanation_id": row["explanation_id"],
+                **{name: row[name] for name in ROW_SCORES},
+                "failure_reason": row["failure_reason"],
+                "rank_by": rank_by,
+                "rank_score": row[rank_by],
+                **gap_columns,
+                "publish_id": publish_id,
+                "scores_run": links["scores"].run_id,
+                "explanations_run": links["explanations"].run_id,
+                "activations_run": links["activations"].run_id,
+                "corpus_id": links["corpus"].run_id,
+                "corpus_fingerprint": activations["corpus_fingerprint"],
+                "model_checksum": activations["model_checksum"],
+                "explainer": score_manifest["explainer"],
+                "simulator": score_manifest.get("simulator"),
+                "prompt_version": score_manifest["parameters"]["prompt_version"],
+                "scorer_version": score_manifest["parameters"].get("scorer_version", "1"),
+                "code_version": score_manifest["code_version"],
+                "prefect_flow_run_id": flow_run_id,
+                "published_at": now,
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+REPLACE_WHEN = "target.rank_by <> source.rank_by OR source.rank_score > target.rank_score"
+"""A rerun replaces a published row only when its explanation ranks higher on the same criterion
+(or was ranked by another one); otherwise the row stays as published."""

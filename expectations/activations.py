@@ -6,6 +6,7 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 
+from neuronatlas.adapters.validation import Check
 from neuronatlas.core.records import RANDOM_SPLITS, TOP_SPLITS
 
 if TYPE_CHECKING:
@@ -96,3 +97,11 @@ def stats_suite(d_mlp: int, n_tokens: int) -> "gx.ExpectationSuite":
             gxe.ExpectColumnValuesToBeBetween(column="n_tokens", min_value=n_tokens, max_value=n_tokens),
         ],
     )
+
+
+def layer_checks(window: int, d_mlp: int, n_tokens: int, k: int, random_k: int) -> dict[str, Check]:
+    """The suites of one layer's statistics and records."""
+    return {
+        "stats": Check("neuron_stats", stats_frame, stats_suite(d_mlp, n_tokens)),
+        "records": Check("activations", lambda table: records_frame(table, k, random_k), records_suite(window, d_mlp)),
+    }

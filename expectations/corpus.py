@@ -6,6 +6,8 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 
+from neuronatlas.adapters.validation import Check
+
 if TYPE_CHECKING:
     import great_expectations as gx
 
@@ -49,3 +51,8 @@ def suite(window: int, vocab_size: int) -> "gx.ExpectationSuite":
         gxe.ExpectColumnValuesToBeBetween(column="window", min_value=0),
     ]
     return gx.ExpectationSuite(name=SUITE_NAME, expectations=expectations)
+
+
+def check(window: int, vocab_size: int) -> Check:
+    """The corpus suite on the corpus as written."""
+    return Check("corpus", validation_frame, suite(window, vocab_size))

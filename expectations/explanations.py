@@ -6,6 +6,7 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 
+from neuronatlas.adapters.validation import Check
 from neuronatlas.datasets.explanations import SCORE_COLUMNS
 
 if TYPE_CHECKING:
@@ -128,3 +129,20 @@ def scores_suite(d_mlp: int) -> "gx.ExpectationSuite":
             gxe.ExpectColumnValuesToBeInSet(column="best_has_score", value_set=[True]),
         ],
     )
+
+
+def explanation_checks(d_mlp: int, samples: int) -> dict[str, Check]:
+    """The suite of one layer's explanations."""
+    return {"explanations": Check("explanations", explanations_frame, explanations_suite(d_mlp, samples))}
+
+
+def score_checks(scale: int, d_mlp: int) -> dict[str, Check]:
+    """The suites of one layer's simulations, control simulations and scores."""
+    keys = ["layer", "neuron", "explanation_id", "sequence_id"]
+    return {
+        "simulations": Check("simulations", simulations_frame, simulations_suite("simulations", scale, keys)),
+        "control": Check(
+            "control_simulations", simulations_frame, simulations_suite("control_simulations", scale, keys)
+        ),
+        "scores": Check("scores", scores_frame, scores_suite(d_mlp)),
+    }

@@ -7,7 +7,7 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 
-from neuronatlas.core.validity import MIN_GAP_NEURONS
+from neuronatlas.core.summary import MIN_GAP_NEURONS
 from neuronatlas.datasets.published import GAP_SCORERS, KEY, LINEAGE
 
 if TYPE_CHECKING:

@@ -9,8 +9,8 @@ the process work pool: `prefect worker start --pool neuronatlas`.
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from neuronatlas.config import AtlasConfig
 from neuronatlas.errors import InputError
 
 DEFAULT_POOL = "neuronatlas"
@@ -44,9 +44,10 @@ def check_server() -> str:
     return url
 
 
-def deploy(root: str, pool: str = DEFAULT_POOL, parameters: dict[str, Any] | None = None) -> list[str]:
-    """Create (or update) both deployments on the server, and the process work pool if missing.
-    A local root becomes an absolute path: workers run flows from their own folder."""
+def deploy(root: str, pool: str = DEFAULT_POOL, config: AtlasConfig | None = None) -> list[str]:
+    """Create (or update) both deployments on the server, and the process work pool if missing,
+    both running `config` (the default run if None; a run's parameters laid over it). A local
+    root becomes an absolute path: workers run flows from their own folder."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.deployments.runner import EntrypointType
@@ -72,7 +73,7 @@ def deploy(root: str, pool: str = DEFAULT_POOL, parameters: dict[str, Any] | Non
             push=False,
             entrypoint_type=EntrypointType.MODULE_PATH,
             cron=deployment.cron,
-            parameters={"root": root, **(parameters or {})},
+            parameters={"root": root, "config": (config or AtlasConfig()).model_dump()},
             description=deployment.description,
             print_next_steps=False,
         )

@@ -6,27 +6,16 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
-from prefect.transactions import transaction
 
-from neuronatlas.adapters.models import DEFAULT_MODEL, resolve_model
-from neuronatlas.adapters.sources import EncodingErrors, SourceSpec, check_source
-from neuronatlas.adapters.storage import Storage
+from neuronatlas.config import IngestConfig, parameters, with_signature
 from neuronatlas.datasets import corpus as contract
-from neuronatlas.errors import InputError
-from neuronatlas.tasks.ingest import (
-    commit_corpus,
-    corpus_manifest,
-    load_tokenizer_task,
-    read_source_task,
-    stage_corpus,
-    tokenize_task,
-    validate_corpus,
-)
+from neuronatlas.expectations import corpus as corpus_suite
+from neuronatlas.plans import plan_ingest, source_spec
+from neuronatlas.tasks.commit import DatasetWrite, commit_datasets
+from neuronatlas.tasks.ingest import load_tokenizer_task, read_source_task, tokenize_task
 from neuronatlas.version import code_version
 
-DEFAULT_SOURCE = "wiki-vital-en"
 DEFAULT_ROOT = "./atlas"
-DEFAULT_WINDOW = 64
 
 
 @dataclass(frozen=True)
@@ -42,73 +31,42 @@ class IngestResult:
 
 
 @flow(name="ingest_corpus", log_prints=False)
-def ingest_corpus(
-    source: str = DEFAULT_SOURCE,
-    root: str = DEFAULT_ROOT,
-    tokenizer_of: str = DEFAULT_MODEL,
-    window: int = DEFAULT_WINDOW,
-    text_field: str = "text",
-    id_field: str | None = None,
-    split: str | None = None,
-    encoding_errors: EncodingErrors = "strict",
-) -> IngestResult:
-    """Read a source, tokenise it into fixed windows, validate, and commit it under `root`."""
+@with_signature(parameters(IngestConfig))
+def ingest_corpus(root: str = DEFAULT_ROOT, plan: Any = None, **settings: Any) -> IngestResult:
+    """Read a source, tokenise it into fixed windows, validate, and commit it under `root`
+    (`settings`: the fields of `IngestConfig`; `plan`: the same, checked by the caller)."""
     logger = get_run_logger()
     started = time.perf_counter()
-    spec = SourceSpec(source, text_field, id_field, split, encoding_errors)
-    storage = check_ingest_inputs(spec, root, tokenizer_of, window)
-    loaded = read_source_task(spec)
-    tokenizer = load_tokenizer_task(tokenizer_of)
+    plan = plan or plan_ingest(root, IngestConfig.of(settings))
+    config, storage = plan.config, plan.storage
+    loaded = read_source_task(source_spec(config))
+    tokenizer = load_tokenizer_task(config.tokenizer_of)
     read_done = time.perf_counter()
-    corpus_id = contract.corpus_id(loaded.label, loaded.fingerprint, tokenizer.source.slug, tokenizer.identity, window)
+    corpus_id = contract.corpus_id(
+        loaded.label, loaded.fingerprint, tokenizer.source.slug, tokenizer.identity, config.window
+    )
     dataset = contract.corpus_path(corpus_id)
     if storage.is_committed(dataset):
-        manifest = storage.manifest(dataset)
+        committed = storage.manifest(dataset)
         logger.info("corpus %s already ingested: nothing written", corpus_id)
-        return IngestResult(corpus_id, storage.uri(dataset), manifest["rows"], manifest["tokens"], created=False)
+        return IngestResult(corpus_id, storage.uri(dataset), committed["rows"], committed["tokens"], created=False)
 
-    table, stats = tokenize_task(loaded, tokenizer, window)
+    table, stats = tokenize_task(loaded, tokenizer, config.window)
     tokenized = time.perf_counter()
-    with transaction() as txn:
-        txn.set("storage", storage)
-        txn.set("dataset", dataset)
-        staging = stage_corpus(storage, corpus_id, table)
-        staged = time.perf_counter()
-        report = validate_corpus(storage, staging, window, tokenizer.vocab_size)
-        validated = time.perf_counter()
+    lineage = {"code_version": code_version(), "prefect_flow_run_id": str(flow_run.get_id() or "")}
+
+    def manifest(reports: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
         timings = {
             "read_source_and_tokenizer": read_done - started,
             "tokenize": tokenized - read_done,
-            "write_staging": staged - tokenized,
-            "validate": validated - staged,
-            "total_before_commit": validated - started,
+            **timings,
+            "total_before_commit": time.perf_counter() - started,
         }
-        manifest = corpus_manifest(
-            corpus_id=corpus_id,
-            loaded=loaded,
-            tokenizer=tokenizer,
-            window=window,
-            table=table,
-            stats=stats,
-            report=report,
-            timings=timings,
-            context=_lineage_context(),
+        return contract.corpus_manifest(
+            corpus_id, loaded, tokenizer, config.window, table, stats, reports["corpus"], timings, lineage
         )
-        uri = commit_corpus(storage, staging, corpus_id, manifest)
-    return IngestResult(corpus_id, uri, table.num_rows, table.num_rows * window, created=True)
 
-
-def check_ingest_inputs(spec: SourceSpec, root: str, tokenizer_of: str, window: int) -> Storage:
-    """Every check that needs no full read: run first by the flow, and by the CLI before it
-    starts Prefect, so most bad input fails in a second with one line."""
-    if window < 2:
-        raise InputError(f"--window {window}: must be at least 2 tokens")
-    if spec.encoding_errors not in ("strict", "replace"):
-        raise InputError(f"--encoding-errors {spec.encoding_errors}: expected strict or replace")
-    check_source(spec)
-    resolve_model(tokenizer_of)
-    return Storage.open(root)
-
-
-def _lineage_context() -> dict[str, Any]:
-    return {"code_version": code_version(), "prefect_flow_run_id": str(flow_run.get_id() or "")}
+    check = corpus_suite.check(config.window, tokenizer.vocab_size)
+    write = DatasetWrite("corpus", dataset, contract.parts(table), contract.SCHEMA, check)
+    commit_datasets(storage, [write], f"corpus {storage.uri(dataset)}", manifest)
+    return IngestResult(corpus_id, storage.uri(dataset), table.num_rows, table.num_rows * config.window, created=True)

@@ -8,27 +8,23 @@ rerun finds its publish in the table's history and does nothing.
 """
 
 from dataclasses import dataclass
-from typing import Any
 
-import pyarrow as pa
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
-from prefect.transactions import Transaction, transaction
+from prefect.transactions import transaction
 
 from neuronatlas.adapters.delta import DeltaLocation
 from neuronatlas.adapters.storage import Storage
-from neuronatlas.adapters.validation import ValidationReport, run_suite
+from neuronatlas.adapters.validation import run_suite
+from neuronatlas.catalog.lineage import check_upstream, lineage_chain
+from neuronatlas.catalog.published import published_before
+from neuronatlas.catalog.runs import committed_run
 from neuronatlas.datasets import explanations as contract
 from neuronatlas.datasets import published
 from neuronatlas.errors import InputError, ValidationFailedError
 from neuronatlas.expectations.published import published_frame, published_suite
-from neuronatlas.flows.score import committed_run
-from neuronatlas.tasks.publish import REPLACE_WHEN, check_upstream, lineage_chain, published_rows
+from neuronatlas.tasks.publish import merge_rows, validate_version
 from neuronatlas.version import code_version
-
-PUBLISH_KEY = published.PUBLISH_KEY
-ROLLED_BACK_KEY = published.ROLLED_BACK_KEY
 
 
 @dataclass(frozen=True)
@@ -42,39 +38,6 @@ class PublishResult:
     updated: int
     skipped: bool
     """True when this score run was published before: nothing was written."""
-
-
-def published_before(location: DeltaLocation, publish_id: str) -> int | None:
-    """The version a publish made, unless it was rolled back (None: not published)."""
-    if not location.exists():
-        return None
-    history = location.history()
-    if any(commit.get(ROLLED_BACK_KEY) == publish_id for commit in history):
-        return None
-    return next((int(c["version"]) for c in history if c.get(PUBLISH_KEY) == publish_id), None)
-
-
-@task(cache_policy=NO_CACHE)
-def merge_rows(location: DeltaLocation, rows: pa.Table, metadata: dict[str, str]) -> dict[str, Any]:
-    """One MERGE: a new table version."""
-    return location.merge(rows, published.KEY, REPLACE_WHEN, metadata)
-
-
-@merge_rows.on_rollback
-def _restore_previous(txn: Transaction) -> None:
-    location: DeltaLocation = txn.get("location")
-    before: int = txn.get("before")
-    location.restore(before, {ROLLED_BACK_KEY: txn.get("publish_id")})
-    get_run_logger().warning("publish rolled back: %s restored to version %d", location.uri, before)
-
-
-@task(cache_policy=NO_CACHE)
-def validate_version(location: DeltaLocation, version: int) -> ValidationReport:
-    """The whole table as the new version reads back, against the published suite."""
-    report = run_suite("published", published_frame(location.read(version, published.SCHEMA)), published_suite())
-    if not report.success:
-        raise ValidationFailedError(f"{location.uri} version {version}", report.failed())
-    return report
 
 
 @flow(name="publish", log_prints=False)
@@ -93,14 +56,14 @@ def publish(root: str = "./atlas", scores: str | None = None) -> PublishResult:
     check_upstream(chain)
     flow_run_id = str(flow_run.get_id() or "") or None
     table = storage.read_parquet(contract.scores_path(scores_run), schema=contract.SCORES_SCHEMA)
-    rows = published_rows(chain, table, publish_id, flow_run_id)
+    rows = published.published_rows(chain, table, publish_id, flow_run_id)
     if rows.num_rows == 0:
         raise InputError(f"scores run {scores_run}: no neuron has a ranked explanation; nothing to publish")
     staged = run_suite("published rows", published_frame(rows), published_suite())
     if not staged.success:
         raise ValidationFailedError(f"{scores_run}: rows to publish", staged.failed())
     metadata = {
-        PUBLISH_KEY: publish_id,
+        published.PUBLISH_KEY: publish_id,
         "neuronatlas_scores_run": scores_run,
         "neuronatlas_code_version": code_version(),
         "neuronatlas_flow_run_id": flow_run_id or "",
@@ -113,6 +76,7 @@ def publish(root: str = "./atlas", scores: str | None = None) -> PublishResult:
         txn.set("publish_id", publish_id)
         metrics = merge_rows(location, rows, metadata)
         report = validate_version(location, metrics["version"])
+    inserted, updated = metrics["num_target_rows_inserted"], metrics["num_target_rows_updated"]
     storage.write_json(
         f"published/_publishes/{publish_id}.json",
         {
@@ -120,8 +84,8 @@ def publish(root: str = "./atlas", scores: str | None = None) -> PublishResult:
             "table": location.uri,
             "version": metrics["version"],
             "rows_offered": rows.num_rows,
-            "inserted": metrics["num_target_rows_inserted"],
-            "updated": metrics["num_target_rows_updated"],
+            "inserted": inserted,
+            "updated": updated,
             "validation": {"rows": staged.to_manifest(), "table": report.to_manifest()},
             "lineage": [link.summary() for link in chain],
             "code_version": code_version(),
@@ -134,15 +98,7 @@ def publish(root: str = "./atlas", scores: str | None = None) -> PublishResult:
         metrics["version"],
         location.uri,
         rows.num_rows,
-        metrics["num_target_rows_inserted"],
-        metrics["num_target_rows_updated"],
+        inserted,
+        updated,
     )
-    return PublishResult(
-        publish_id,
-        location.uri,
-        metrics["version"],
-        rows.num_rows,
-        metrics["num_target_rows_inserted"],
-        metrics["num_target_rows_updated"],
-        False,
-    )
+    return PublishResult(publish_id, location.uri, metrics["version"], rows.num_rows, inserted, updated, False)

@@ -1,140 +1,39 @@
-"""`simulate_and_score`: explanations -> simulated activations -> scores, committed per layer.
+"""`simulate_and_score`: explanations -> scores by every chosen scorer, committed per layer.
 
-Each explanation is simulated on its neuron's calibration, valid and test records (top and
-random), and, as the permutation control, on another neuron's valid records (METHOD.md §3-4).
-The simulator reads digit probabilities from the prompt when it can (line by line or all at once, in-process
-models) and otherwise answers in JSON, one excerpt per request.
+Each explanation is scored on its neuron's held-out records and, as the permutation control, on
+another neuron's records (docs/method.md §3-5); the scorers themselves are `core/scorers/`.
 """
 
-import hashlib
-import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
-from prefect.transactions import transaction
 
 from neuronatlas.adapters.embedding import Encoder
-from neuronatlas.adapters.llm import BackendOptions, check_backend, make_backend, parse_backend
-from neuronatlas.adapters.llm_cache import CachedBackend, UsageReport, warn_if_budget_ran_out
+from neuronatlas.adapters.llm import make_backend
+from neuronatlas.adapters.llm_cache import CachedBackend, warn_if_budget_ran_out
 from neuronatlas.adapters.plots import plot_real_vs_null, plot_scores_by_layer
 from neuronatlas.adapters.progress import progress
-from neuronatlas.adapters.runners import gather_layers, parse_runner, worker_name
+from neuronatlas.adapters.runners import gather_layers, parse_runner
 from neuronatlas.adapters.storage import Storage
-from neuronatlas.core.explain import NeuronRecords
+from neuronatlas.catalog.records import Corpora
+from neuronatlas.catalog.runs import find_activation_run, needs_work
+from neuronatlas.config import LLMOptions, ScoreConfig, parameters, with_signature
 from neuronatlas.core.prompts import PROMPT_VERSION
-from neuronatlas.core.scoring import derangement
-from neuronatlas.core.validity import MIN_GAP_NEURONS
-from neuronatlas.datasets import activations as activations_contract
+from neuronatlas.core.scoring import control_partners
+from neuronatlas.core.summary import explanation_sensitivity_of, summary, verdict
 from neuronatlas.datasets import explanations as contract
-from neuronatlas.defaults import SCORERS as DEFAULT_SCORERS
 from neuronatlas.errors import InputError
-from neuronatlas.expectations import explanations as suites
-from neuronatlas.tasks.explain import (
-    commit_tables,
-    find_activation_run,
-    load_neuron_records,
-    needs_work,
-    stage_tables,
-    validate_staged,
-)
-from neuronatlas.tasks.score import (
-    SCORER_VERSION,
-    SCORERS,
-    ChoiceScorer,
-    Scorers,
-    SpanScorer,
-    explanation_sensitivity_of,
-    layer_tables,
-    retryable_failures,
-    simulate_neuron,
-    summary,
-)
+from neuronatlas.plans import ScorePlan, fit_to_simulator, plan_score
+from neuronatlas.tasks.score import ScoreWork, score_layer_task, scorers_for
 from neuronatlas.version import code_version
 
-DEFAULT_SIMULATOR = "local:qwen2.5-coder-1.5b"
-METHODS = ("auto", "line-by-line", "all-at-once", "json")
-LOCAL_METHOD = "line-by-line"
-"""What `auto` picks for in-process simulators: the method that listens (see the README's validity table)."""
-READS_DIGITS = ("line-by-line", "all-at-once")
-
-
-@dataclass(frozen=True)
-class ScorePlan:
-    storage: Storage
-    explanations_run: str
-    explanations_manifest: dict[str, Any]
-    method: str
-    scorers: tuple[str, ...]
-
-
-def committed_run(storage: Storage, dataset: str, run: str | None, command: str) -> str:
-    """The named committed run of `dataset` (a top-level folder), or the only one there."""
-    found = [name for name in storage.list(dataset) if storage.is_committed(f"{dataset}/{name}")]
-    if run is None and len(found) == 1:
-        return found[0]
-    if run is not None and run in found:
-        return run
-    what = f"--{dataset} {run}: no run of that id" if run else f"--{dataset}: name one"
-    raise InputError(f"{what} under {storage.uri()} (found: {', '.join(found) or 'none'}); run `neuronatlas {command}`")
-
-
-AUTO_SCORERS = ("simulation", "embedding", "fuzzing")
-"""What `--scorers auto` (the default) runs with a local simulator. Fuzzing is among them because
-it is the scorer that puts every oracle neuron's correct explanation far above its null with the
-shipped 1.5B model (README, "Do the scores mean anything?"); it costs about 16 s per explanation."""
-READS_CHOICES = ("detection", "fuzzing")
-"""Scorers that read yes/no probabilities off the prompt: local models only."""
-
-
-def parse_list(value: str, option: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
-    """A comma-separated choice of `allowed` names, in the given order, without repeats."""
-    names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
-    if not names or any(name not in allowed for name in names):
-        raise InputError(f"{option} {value}: expected a comma-separated list of {', '.join(allowed)}")
-    return names
-
-
-def parse_scorers(value: str, reads_probabilities: bool = True) -> tuple[str, ...]:
-    """`--scorers`: a list of SCORERS, or "auto": simulation, embedding and, when the simulator
-    can read prompt probabilities (a local model), fuzzing."""
-    if value.strip() == "auto":
-        return AUTO_SCORERS if reads_probabilities else tuple(s for s in AUTO_SCORERS if s not in READS_CHOICES)
-    return parse_list(value, "--scorers", SCORERS)
-
-
-def check_score_inputs(
-    root: str,
-    explanations: str | None,
-    simulator: str,
-    method: str,
-    scale: int,
-    options: BackendOptions | None = None,
-    scorers: str = DEFAULT_SCORERS,
-) -> ScorePlan:
-    """Everything checkable before a model loads; the simulator too unless `options` is None
-    (a backend object was passed in)."""
-    spec = parse_backend(simulator, "--simulator")
-    chosen_scorers = parse_scorers(scorers, spec.kind == "local")
-    if options is not None and "simulation" in chosen_scorers:
-        check_backend(simulator, "--simulator", options)
-    if method not in METHODS:
-        raise InputError(f"--method {method}: expected one of {', '.join(METHODS)}")
-    if method in READS_DIGITS and spec.kind != "local":
-        raise InputError(f"--method {method}: {simulator} cannot read prompt probabilities; use --method json")
-    if not 1 <= scale <= 10:
-        raise InputError(f"--scale {scale}: expected 1 to 10")
-    storage = Storage.open(root)
-    run = committed_run(storage, "explanations", explanations, "explain")
-    chosen = method if method != "auto" else (LOCAL_METHOD if spec.kind == "local" else "json")
-    manifest = storage.read_json(f"explanations/{run}/_manifest.json")
-    return ScorePlan(storage, run, manifest, chosen, chosen_scorers)
+SCORER_VERSION = "2"
+"""Bumped whenever a scorer's spans, prompts or arithmetic change: part of every score run's id,
+so a rerun after such a change scores afresh (LLM answers still come from the cache)."""
 
 
 @dataclass(frozen=True)
@@ -150,64 +49,75 @@ class ScoreResult:
 
 
 @flow(name="simulate_and_score", log_prints=False)
+@with_signature(parameters(ScoreConfig))
 def simulate_and_score(
     root: str = "./atlas",
-    explanations: str | None = None,
-    simulator: str = DEFAULT_SIMULATOR,
-    method: str = "auto",
-    scale: int = 9,
-    placeholder: str = "unknown",
-    seed: int = 0,
-    scorers: str = DEFAULT_SCORERS,
-    options: BackendOptions | None = None,
-    backend: Any = None,
+    options: LLMOptions | None = None,
     runner: str = "local",
+    backend: Any = None,
+    plan: Any = None,
+    **settings: Any,
 ) -> ScoreResult:
-    """Score every explanation of a run with each scorer (simulation: simulated activations;
-    embedding: span AUC) and the token-lookup baseline; `backend` replaces `simulator` in tests.
-    With a Dask `runner`, each layer's neurons are a task on a worker with its own models."""
+    """Score every explanation of a run with each chosen scorer and the token-lookup baseline
+    (`settings`: the fields of `ScoreConfig`; `plan`: the same, checked by the caller); `backend`
+    replaces the simulator in tests. With a Dask `runner`, each layer's neurons are a task on a
+    worker with models of its own."""
     logger = get_run_logger()
-    options = options or BackendOptions()
-    plan = check_score_inputs(root, explanations, simulator, method, scale, None if backend else options, scorers)
-    storage = plan.storage
+    options = options or LLMOptions()
+    plan = plan or plan_score(root, ScoreConfig.of(settings), None if backend else options)
+    storage, config = plan.storage, plan.config
     distributed = parse_runner(runner).distributed
     if distributed and backend is not None:
         raise InputError("--runner dask: a backend object cannot be sent to workers; name the simulator")
-    llm = CachedBackend(backend or make_backend(simulator, "--simulator", options, storage), storage)
-    if plan.method in READS_DIGITS and not llm.can_read_digits:
-        raise InputError(f"--method {plan.method}: {llm.id} cannot read prompt probabilities")
-    if scorers.strip() == "auto" and not llm.can_read_digits:
-        plan = replace(plan, scorers=parse_scorers(scorers, reads_probabilities=False))
-    asks = [name for name in READS_CHOICES if name in plan.scorers]
-    if asks and not llm.can_read_digits:
-        raise InputError(f"--scorers {','.join(asks)}: {llm.id} cannot read prompt probabilities")
+    llm = CachedBackend(backend or make_backend(config.simulator, "--simulator", options, storage), storage)
+    plan = fit_to_simulator(plan, llm.can_read_digits, llm.id)
+    work = _score_work(plan, llm, options)
+    pending = [layer for layer in work.layers if _needs_scoring(storage, work, layer)]
+    logger.info(
+        "run %s: %d neurons in %d layers, %d layers to score (%s)",
+        work.run_id,
+        len(work.neurons),
+        len(work.layers),
+        len(pending),
+        plan.method,
+    )
+    started = time.perf_counter()
+    todo = [pair for pair in work.neurons if pair[0] in pending]
+    with progress("simulating", len(todo), logger, "neurons", "neurons") as update:
+        if distributed:  # one task per layer, on a worker with models of its own
+            futures = [(layer, score_layer_task.submit(work, layer, options)) for layer in pending]
+            gather_layers(futures, llm, work.of_layer, update)
+        else:
+            scorers = scorers_for(plan, llm, options)
+            done = 0
+            for layer in pending:
+                work.run(layer, scorers, lambda n, before=done: update(before + n, before + n))
+                done += len(work.of_layer(layer))
+    return _finish(work, llm, time.perf_counter() - started, bool(pending))
+
+
+def _score_work(plan: ScorePlan, llm: CachedBackend, options: LLMOptions) -> ScoreWork:
+    """The run's id, inputs and lineage, read once."""
+    storage, config, manifest = plan.storage, plan.config, plan.explanations_manifest
     simulating = "simulation" in plan.scorers
-    activation_run = find_activation_run(storage, plan.explanations_manifest["activations_run"])
-    neurons = [tuple(pair) for pair in plan.explanations_manifest["neurons"]]
-    sign = plan.explanations_manifest["parameters"].get("sign", "positive")  # the side that was explained
+    activation_run = find_activation_run(storage, manifest["activations_run"])
+    neurons = [(int(layer), int(neuron)) for layer, neuron in manifest["neurons"]]
+    sign = manifest["parameters"].get("sign", "positive")
     parameters = {
         "method": plan.method,
-        "scale": scale,
-        "placeholder": placeholder,
-        "seed": seed,
+        "scale": config.scale,
+        "placeholder": config.placeholder,
+        "seed": config.seed,
         "prompt_version": PROMPT_VERSION,
         "scorer_version": SCORER_VERSION,
         "scorers": list(plan.scorers),
         "encoder": Encoder.id if "embedding" in plan.scorers else None,
     }
     run = contract.run_id("s", plan.explanations_run, llm.id if simulating else None, parameters)
-    partner = _control_partners(neurons, seed)
-    paths = {
-        "simulations": contract.simulations_path(run),
-        "control": contract.control_path(run),
-        "scores": contract.scores_path(run),
-    }
-    layers = sorted({layer for layer, _ in neurons})
-    explanation_table = storage.read_parquet(
+    explanations = storage.read_parquet(
         contract.explanations_path(plan.explanations_run), schema=contract.EXPLANATIONS_SCHEMA
     )
-    digests = {layer: _explanations_digest(explanation_table, layer) for layer in layers}
-    pending = [layer for layer in layers if _needs_scoring(storage, f"{paths['scores']}/layer={layer}", digests[layer])]
+    layers = sorted({layer for layer, _ in neurons})
     context = {
         "run_id": run,
         "explanations_run": plan.explanations_run,
@@ -218,187 +128,35 @@ def simulate_and_score(
         "code_version": code_version(),
         "prefect_flow_run_id": str(flow_run.get_id() or ""),
     }
-    logger.info(
-        "run %s: %d neurons in %d layers, %d layers to score (%s)",
+    return ScoreWork(
+        plan,
         run,
-        len(neurons),
-        len(layers),
-        len(pending),
-        plan.method,
-    )
-    started = time.perf_counter()
-    todo = [pair for pair in neurons if pair[0] in pending]
-    work = ScoreWork(
-        storage,
         activation_run,
         neurons,
-        partner,
+        control_partners(neurons, np.random.default_rng(config.seed)),
         sign,
-        explanation_table,
-        digests,
-        paths,
-        plan,
-        scale,
-        placeholder,
+        explanations,
+        {layer: contract.explanations_digest(explanations, layer) for layer in layers},
+        {
+            "simulations": contract.simulations_path(run),
+            "control": contract.control_path(run),
+            "scores": contract.scores_path(run),
+        },
         context,
-    )
-    with progress("simulating", len(todo), logger, "neurons", "neurons") as update:
-        if distributed:  # one task per layer, on a worker with models of its own
-            futures = [(layer, score_layer_task.submit(work, layer, simulator, options)) for layer in pending]
-            gather_layers(futures, llm, work.of_layer, update)
-        else:
-            scoring = make_scorers(plan.scorers, llm, options)
-            done = 0
-            for layer in pending:
-                work.run(layer, scoring, update, done)
-                done += len(work.of_layer(layer))
-    return _finish(storage, paths, run, plan, llm, context, time.perf_counter() - started, bool(pending), seed)
-
-
-def make_scorers(chosen: tuple[str, ...], llm: CachedBackend, options: BackendOptions) -> Scorers:
-    asks = tuple(name for name in ("detection", "fuzzing") if name in chosen)
-    return Scorers(
-        llm if "simulation" in chosen else None,
-        SpanScorer(Encoder(options.device)) if "embedding" in chosen else None,
-        ChoiceScorer(llm) if asks else None,
-        asks,
+        Corpora(storage),
     )
 
 
-@dataclass(frozen=True)
-class ScoreWork:
-    """What scoring one layer needs, in the flow's process or on a Dask worker."""
-
-    storage: Storage
-    activation_run: Any
-    neurons: list[tuple[int, int]]
-    partner: dict[tuple[int, int], tuple[int, int]]
-    sign: str
-    explanations: pa.Table
-    digests: dict[int, str]
-    paths: dict[str, str]
-    plan: ScorePlan
-    scale: int
-    placeholder: str
-    context: dict[str, Any]
-
-    def of_layer(self, layer: int) -> list[int]:
-        return [neuron for chosen_layer, neuron in self.neurons if chosen_layer == layer]
-
-    def run(self, layer: int, scoring: Scorers, update: Any, done_before: int) -> None:
-        """Score the layer's explanations with every scorer and commit its partitions."""
-        records = _records_with_partners(
-            self.storage, self.activation_run, layer, self.of_layer(layer), self.partner, self.sign
-        )
-        table = self.explanations
-        outcomes = []
-        for done, neuron in enumerate(self.of_layer(layer), start=done_before + 1):
-            rows = table.filter(pc.and_(pc.equal(table["layer"], layer), pc.equal(table["neuron"], neuron))).to_pylist()
-            control = records.get(self.partner.get((layer, neuron), (-1, -1)))
-            outcomes.append(
-                simulate_neuron(
-                    scoring, records[(layer, neuron)], rows, control, self.plan.method, self.scale, self.placeholder
-                )
-            )
-            update(done, done)
-        tables = layer_tables(layer, outcomes)
-        retry = {"retryable_failures": retryable_failures(outcomes), "explanations_digest": self.digests[layer]}
-        context = {**self.context, **retry, "worker": worker_name()}
-        _commit(self.storage, self.paths, layer, tables, self.activation_run.d_mlp, self.scale, context)
-
-
-@task(cache_policy=NO_CACHE)
-def score_layer_task(work: ScoreWork, layer: int, simulator: str, options: BackendOptions) -> UsageReport:
-    """One layer's explanations on a Dask worker, with a simulator and encoder of its own."""
-    llm = CachedBackend(make_backend(simulator, "--simulator", options, work.storage), work.storage)
-    work.run(layer, make_scorers(work.plan.scorers, llm, options), lambda *_: None, 0)
-    return llm.report()
-
-
-def _explanations_digest(table: pa.Table, layer: int) -> str:
-    """Fingerprint of a layer's explanations (texts and failures): scores made from other
-    explanations (before an explain rerun retried failed rows) are redone."""
-    rows = table.filter(pc.equal(table["layer"], layer)).sort_by(
-        [("neuron", "ascending"), ("explanation_id", "ascending")]
-    )
-    picked = rows.select(["neuron", "explanation_id", "explanation", "failure_reason"]).to_pylist()
-    return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _needs_scoring(storage: Storage, partition: str, digest: str) -> bool:
+def _needs_scoring(storage: Storage, work: ScoreWork, layer: int) -> bool:
+    partition = f"{work.paths['scores']}/layer={layer}"
     if needs_work(storage, partition):
         return True
-    return bool(storage.manifest(partition).get("explanations_digest") != digest)
+    return bool(storage.manifest(partition).get("explanations_digest") != work.digests[layer])
 
 
-def _control_partners(neurons: list[tuple[int, int]], seed: int) -> dict[tuple[int, int], tuple[int, int]]:
-    """Neuron -> the other neuron whose records its explanations are scored on in the control."""
-    if len(neurons) < 2:
-        return {}
-    permutation = derangement(len(neurons), np.random.default_rng(seed))
-    return {neurons[i]: neurons[int(j)] for i, j in enumerate(permutation)}
-
-
-def _records_with_partners(
-    storage: Storage, run: Any, layer: int, layer_neurons: list[int], partner: dict, sign: str
-) -> dict[tuple[int, int], NeuronRecords]:
-    wanted: dict[int, set[int]] = {layer: set(layer_neurons)}
-    for neuron in layer_neurons:
-        if (layer, neuron) in partner:
-            other_layer, other = partner[(layer, neuron)]
-            wanted.setdefault(other_layer, set()).add(other)
-    records = {}
-    for read_layer, read_neurons in wanted.items():
-        for neuron_records in load_neuron_records(storage, run, read_layer, sorted(read_neurons), sign):
-            records[(read_layer, neuron_records.neuron)] = neuron_records
-    return records
-
-
-def _commit(
-    storage: Storage, paths: dict, layer: int, tables: dict[str, pa.Table], d_mlp: int, scale: int, context: dict
-) -> None:
-    partitions = {name: activations_contract.layer_partition(paths[name], layer) for name in tables}
-    schemas = {
-        "simulations": contract.SIMULATIONS_SCHEMA,
-        "control": contract.CONTROL_SCHEMA,
-        "scores": contract.SCORES_SCHEMA,
-    }
-    keys = ["layer", "neuron", "explanation_id", "sequence_id"]
-    checks = {
-        "simulations": ("simulations", suites.simulations_frame, suites.simulations_suite("simulations", scale, keys)),
-        "control": (
-            "control_simulations",
-            suites.simulations_frame,
-            suites.simulations_suite("control_simulations", scale, keys),
-        ),
-        "scores": ("scores", suites.scores_frame, suites.scores_suite(d_mlp)),
-    }
-    non_empty = {name: table for name, table in tables.items() if table.num_rows or name == "scores"}
-    with transaction() as txn:
-        txn.set("storage", storage)
-        txn.set("partitions", [partitions[name] for name in non_empty])
-        staged = stage_tables(storage, partitions, non_empty)
-        reports = validate_staged(storage, staged, schemas, checks, f"layer {layer} scores")
-        manifest = {
-            **context,
-            "layer": layer,
-            "rows": {name: table.num_rows for name, table in tables.items()},
-            "validation": {name: report.to_manifest() for name, report in reports.items()},
-        }
-        commit_tables(storage, staged, partitions, manifest)
-
-
-def _finish(
-    storage: Storage,
-    paths: dict,
-    run: str,
-    plan: ScorePlan,
-    llm: CachedBackend,
-    context: dict,
-    seconds: float,
-    changed: bool,
-    seed: int,
-) -> ScoreResult:
+def _finish(work: ScoreWork, llm: CachedBackend, seconds: float, changed: bool) -> ScoreResult:
+    """The run's summary, pictures and manifests, and each scorer's verdict in the log."""
+    storage, paths, plan = work.plan.storage, work.paths, work.plan
     scores = storage.read_parquet(paths["scores"], schema=contract.SCORES_SCHEMA).to_pandas()
     sensitivity = None
     if storage.list(paths["simulations"]) and storage.list(paths["control"]):
@@ -406,15 +164,14 @@ def _finish(
             storage.read_parquet(paths["simulations"], schema=contract.SIMULATIONS_SCHEMA).to_pandas(),
             storage.read_parquet(paths["control"], schema=contract.CONTROL_SCHEMA).to_pandas(),
         )
-    figures = summary(scores, sensitivity, seed)
-    plot = f"{paths['scores']}/real_vs_null.png"
-    layer_plot = f"{paths['scores']}/scores_by_layer.png"
+    figures = summary(scores, sensitivity, plan.config.seed)
+    plot, layer_plot = f"{paths['scores']}/real_vs_null.png", f"{paths['scores']}/scores_by_layer.png"
     if changed or not storage.exists(f"{paths['scores']}/_manifest.json"):
-        what = f"{run} · {llm.id.split('@')[0]} · {plan.method}"
+        what = f"{work.run_id} · {llm.id.split('@')[0]} · {plan.method}"
         storage.write_bytes(plot, plot_real_vs_null(scores, what))
         storage.write_bytes(layer_plot, plot_scores_by_layer(scores[scores["is_best"]], what))
         manifest = {
-            **context,
+            **work.context,
             "explanations": storage.uri(contract.explanations_path(plan.explanations_run)),
             "model": plan.explanations_manifest.get("model"),
             "corpus_id": plan.explanations_manifest.get("corpus_id"),
@@ -432,15 +189,16 @@ def _finish(
     logger = get_run_logger()
     logger.info("scores: %s", {name: value for name, value in figures.items() if name != "scorers"})
     for name, gap in figures["scorers"].items():
-        if gap is None:
-            continue
-        verdict = "beats" if gap["significant"] else "does NOT significantly beat"
-        if gap["n"] < MIN_GAP_NEURONS:
-            verdict = f"cannot tell (fewer than {MIN_GAP_NEURONS} neurons) whether it beats"
-        line = "%s: real %.3f vs null %.3f, gap %+.3f (95%% CI %+.3f..%+.3f, n=%d): %s its permutation null"
-        log = logger.info if gap["significant"] else logger.warning
-        log(line, name, gap["real"], gap["null"], gap["gap"], *gap["ci95"], gap["n"], verdict)
+        if gap is not None:
+            line = "%s: real %.3f vs null %.3f, gap %+.3f (95%% CI %+.3f..%+.3f, n=%d): %s"
+            log = logger.info if gap["significant"] else logger.warning
+            log(line, name, gap["real"], gap["null"], gap["gap"], *gap["ci95"], gap["n"], verdict(gap))
     warn_if_budget_ran_out(logger, llm)
     return ScoreResult(
-        run, storage.uri(paths["scores"]), figures, storage.uri(plot), storage.uri(layer_plot), llm.usage_manifest()
+        work.run_id,
+        storage.uri(paths["scores"]),
+        figures,
+        storage.uri(plot),
+        storage.uri(layer_plot),
+        llm.usage_manifest(),
     )

@@ -1,44 +1,32 @@
-"""Tasks of the `extract_activations` flow."""
+"""Tasks of the `extract_activations` flow: the corpus windows in, one pass of the model over them
+for a shard of layers, and each layer's two partitions committed (in the flow's process or on a
+Dask worker that loads its own model)."""
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.transactions import Transaction
 
-from neuronatlas.adapters.extraction import LayerAccumulator, extract
+from neuronatlas.adapters.extraction import LayerAccumulator, extract, mlp_layout, pick_device, pick_dtype
+from neuronatlas.adapters.models import load_model
 from neuronatlas.adapters.progress import progress
+from neuronatlas.adapters.runners import worker_name
 from neuronatlas.adapters.storage import Storage
-from neuronatlas.adapters.validation import ValidationReport, run_suite
-from neuronatlas.core.records import layer_records
+from neuronatlas.catalog.records import Excerpts, read_excerpts
+from neuronatlas.core.records import random_pool
 from neuronatlas.datasets import activations as contract
-from neuronatlas.datasets import corpus as corpus_contract
-from neuronatlas.errors import ValidationFailedError
 from neuronatlas.expectations import activations as suites
-
-
-@dataclass(frozen=True)
-class Excerpts:
-    """The corpus windows an extraction runs over, in a fixed order (by sequence_id)."""
-
-    token_ids: np.ndarray
-    """(N, T) token ids."""
-    sequence_ids: np.ndarray
-    """(N,) sequence id of each row."""
+from neuronatlas.plans import ExtractPlan
+from neuronatlas.tasks.commit import DatasetWrite, commit_datasets
 
 
 @task(cache_policy=NO_CACHE)
 def load_excerpts(storage: Storage, corpus_id: str, limit: int | None) -> Excerpts:
     """The corpus ordered by sequence_id (a stable, content-derived shuffle); the first `limit`."""
-    table = storage.read_parquet(corpus_contract.corpus_path(corpus_id), schema=corpus_contract.SCHEMA)
-    table = table.select(["sequence_id", "token_ids"]).sort_by("sequence_id")
-    if limit is not None:
-        table = table.slice(0, limit)
-    window = len(table["token_ids"][0]) if table.num_rows else 0
-    flat = table["token_ids"].combine_chunks().flatten().to_numpy()
-    return Excerpts(flat.reshape(table.num_rows, window).astype(np.int64), table["sequence_id"].to_numpy())
+    return read_excerpts(storage, corpus_id, limit)
 
 
 @task(cache_policy=NO_CACHE)
@@ -67,67 +55,64 @@ def extract_shard(
         )
 
 
-def layer_tables(
-    accumulator: LayerAccumulator, pool: np.ndarray, excerpts: Excerpts, k: int, random_k: int
-) -> tuple[Any, Any]:
-    """(records, stats) tables of one layer, from its accumulators (moved to the CPU)."""
-    records = layer_records(
-        accumulator.top.indices.cpu(),
-        accumulator.top.activations.cpu(),
-        accumulator.bottom.indices.cpu(),
-        accumulator.bottom.activations.cpu(),
-        pool,
-        accumulator.pool_activations.cpu(),
-        k,
-        random_k,
-    )
-    stats = contract.stats_table(accumulator.stats.result(), records, k, random_k)
-    return contract.records_table(records, excerpts.sequence_ids), stats
+@dataclass(frozen=True)
+class ShardWork:
+    """What a shard of layers needs, in the flow's process or on a Dask worker."""
+
+    plan: ExtractPlan
+    datasets: dict[str, str]
+    context: dict[str, Any]
+    device: str
+
+    def run_shards(self, shards: list[list[int]]) -> list[dict[str, Any]]:
+        """Load the excerpts and the model once, then extract and commit each shard."""
+        config = self.plan.config
+        device = pick_device(self.device)
+        excerpts = load_excerpts(self.plan.storage, self.plan.corpus_id, config.limit)
+        subject = load_model(self.plan.source).to(device=device, dtype=pick_dtype(config.dtype, device)).eval()
+        pool = random_pool(
+            len(excerpts.token_ids), config.random_k + 2 * config.top_k, np.random.default_rng(config.seed)
+        )
+        context = {**self.context, "device": device, "neuron": mlp_layout(subject).definition, "worker": worker_name()}
+        outcomes = []
+        for shard in shards:
+            started = time.perf_counter()
+            state = extract_shard(subject, excerpts, shard, config.top_k, pool, config.batch_size, device)
+            seconds = time.perf_counter() - started
+            for layer in shard:
+                self.commit_layer(layer, state.pop(layer), pool, excerpts, context)
+            outcomes.append({"timings": {f"layers {shard[0]}-{shard[-1]}": seconds}, "device": device})
+        return outcomes
+
+    def commit_layer(self, layer: int, accumulator: Any, pool: np.ndarray, excerpts: Excerpts, context: dict) -> None:
+        """Stats first, records last: a layer counts as done when its records partition is committed."""
+        k, random_k = self.plan.config.top_k, self.plan.config.random_k
+        records, stats = contract.layer_tables(accumulator, pool, excerpts.sequence_ids, k, random_k)
+        partitions = {name: contract.layer_partition(path, layer) for name, path in self.datasets.items()}
+        storage = self.plan.storage
+        storage.delete_dir(partitions["stats"])  # a crash between the two commits left it alone
+        n_excerpts, window = excerpts.token_ids.shape
+        checks = suites.layer_checks(window, len(stats), n_excerpts * window, k, random_k)
+        tables = {"stats": stats, "records": records}  # stats first: records committed mark the layer done
+        writes = [
+            DatasetWrite(name, partitions[name], [("part-00000.parquet", table)], table.schema, checks[name])
+            for name, table in tables.items()
+        ]
+
+        def manifest(reports: dict[str, Any], _: dict[str, float]) -> dict[str, Any]:
+            return {
+                **context,
+                "layer": layer,
+                "rows": {"records": records.num_rows, "stats": stats.num_rows},
+                "short_record_neurons": int(np.sum(stats["short_records"].to_numpy())),
+                "validation": {name: reports[name].to_manifest() for name in ("records", "stats")},
+            }
+
+        commit_datasets(storage, writes, f"layer {layer} activations", manifest)
 
 
 @task(cache_policy=NO_CACHE)
-def stage_layer(storage: Storage, partition: str, table: Any) -> str:
-    staging = storage.new_staging(partition)
-    storage.write_parquet(f"{staging}/part-00000.parquet", table)
-    return staging
-
-
-@stage_layer.on_rollback
-def _discard_staged_layer(transaction: Transaction) -> None:
-    storage: Storage = transaction.get("storage")
-    for partition in transaction.get("partitions"):
-        storage.discard_staging(partition)
-
-
-@task(cache_policy=NO_CACHE)
-def validate_layer(
-    storage: Storage,
-    staged: dict[str, str],
-    layer: int,
-    window: int,
-    d_mlp: int,
-    k: int,
-    random_k: int,
-    n_tokens: int,
-) -> dict[str, ValidationReport]:
-    """Both suites on the staged files as written; raise naming every failed expectation."""
-    records = storage.read_parquet(staged["records"], schema=contract.RECORDS_SCHEMA)
-    stats = storage.read_parquet(staged["stats"], schema=contract.STATS_SCHEMA)
-    reports = {
-        "records": run_suite(
-            "activations", suites.records_frame(records, k, random_k), suites.records_suite(window, d_mlp)
-        ),
-        "stats": run_suite("neuron_stats", suites.stats_frame(stats), suites.stats_suite(d_mlp, n_tokens)),
-    }
-    failed = [line for report in reports.values() for line in report.failed()]
-    if failed:
-        raise ValidationFailedError(f"layer {layer} activations", failed)
-    return reports
-
-
-@task(cache_policy=NO_CACHE)
-def commit_layer(storage: Storage, staged: dict[str, str], partitions: dict[str, str], manifest: dict) -> None:
-    """Stats first, records last: a layer counts as done when its records partition is committed."""
-    for name in ("stats", "records"):
-        storage.commit(staged[name], partitions[name], {**manifest, "dataset": name})
-    get_run_logger().info("committed layer %s: %s", manifest["layer"], storage.uri(partitions["records"]))
+def extract_shard_task(work: ShardWork, shard: list[int]) -> dict[str, Any]:
+    """One shard of layers on a Dask worker: its own model load, extraction and commits."""
+    [outcome] = work.run_shards([shard])
+    return outcome

@@ -1,201 +1,38 @@
-"""Publishing: the lineage chain of a score run, the check that every upstream suite passed, and
-the rows it puts in the published table."""
+"""Tasks of the `publish` flow: one MERGE into the Delta table (restored on rollback), and the
+table's suite on the version it made."""
 
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.transactions import Transaction
 
-from neuronatlas.adapters.data_docs import ValidationEntry
-from neuronatlas.adapters.storage import Storage
-from neuronatlas.datasets import activations as activations_contract
-from neuronatlas.datasets import corpus as corpus_contract
-from neuronatlas.datasets import explanations as contract
+from neuronatlas.adapters.delta import DeltaLocation
+from neuronatlas.adapters.validation import ValidationReport, run_suite
 from neuronatlas.datasets import published
-from neuronatlas.errors import InputError, ValidationFailedError
-from neuronatlas.tasks.explain import find_activation_run
-
-SHOWN: tuple[str, ...] = ("model", "model_checksum", "hf_id", "explainer", "simulator", "parameters", "code_version",
-                         "prefect_flow_run_id", "created_at", "corpus_fingerprint", "activations_run",
-                         "explanations_run")  # fmt: skip
-"""Manifest entries a lineage shows for each dataset."""
+from neuronatlas.errors import ValidationFailedError
+from neuronatlas.expectations.published import published_frame, published_suite
 
 
-@dataclass
-class Link:
-    """One dataset in a lineage chain: where it is, its manifest, and its suites' outcome per
-    partition (layer, or the whole dataset)."""
-
-    dataset: str
-    run_id: str
-    uri: str
-    manifest: dict[str, Any]
-    validation: dict[str, bool] = field(default_factory=dict)
-    """Partition -> did every suite pass ("missing" partitions count as failed)."""
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.validation) and all(self.validation.values())
-
-    def summary(self) -> dict[str, Any]:
-        keep = SHOWN
-        source = self.manifest.get("source")
-        if isinstance(source, dict):  # the corpus: what it was read from
-            keep += ("source", "tokenizer", "window")
-            source = {k: source.get(k) for k in ("label", "kind", "distribution", "package_version", "fingerprint")}
-        return {
-            "dataset": self.dataset,
-            "run_id": self.run_id,
-            "uri": self.uri,
-            **{name: self.manifest[name] for name in keep if name in self.manifest},
-            **({"source": source} if isinstance(source, dict) else {}),
-            "validation": "passed" if self.passed else "FAILED",
-            "partitions_validated": len(self.validation),
-            "failed_partitions": sorted(name for name, ok in self.validation.items() if not ok),
-        }
+@task(cache_policy=NO_CACHE)
+def merge_rows(location: DeltaLocation, rows: pa.Table, metadata: dict[str, str]) -> dict[str, Any]:
+    """One MERGE: a new table version."""
+    return location.merge(rows, published.KEY, published.REPLACE_WHEN, metadata)
 
 
-def _partitions_passed(storage: Storage, path: str, layers: list[int]) -> dict[str, bool]:
-    outcome = {}
-    for layer in layers:
-        partition = activations_contract.layer_partition(path, layer)
-        if not storage.is_committed(partition):
-            outcome[f"layer={layer}"] = False
-            continue
-        reports = storage.manifest(partition).get("validation", {})
-        outcome[f"layer={layer}"] = bool(reports) and all(report["success"] for report in reports.values())
-    return outcome
+@merge_rows.on_rollback
+def _restore_previous(txn: Transaction) -> None:
+    location: DeltaLocation = txn.get("location")
+    before: int = txn.get("before")
+    location.restore(before, {published.ROLLED_BACK_KEY: txn.get("publish_id")})
+    get_run_logger().warning("publish rolled back: %s restored to version %d", location.uri, before)
 
 
-def lineage_chain(storage: Storage, scores_run: str) -> list[Link]:
-    """From a score run back to its corpus: scores -> explanations -> activations -> corpus,
-    each with its manifest and whether every partition it was read from passed its suites."""
-    scores = contract.scores_path(scores_run)
-    if not storage.is_committed(scores):
-        raise InputError(f"scores run {scores_run}: not committed under {storage.uri()}")
-    score_manifest = storage.manifest(scores)
-    layers = sorted(int(name.removeprefix("layer=")) for name in storage.list(scores) if name.startswith("layer="))
-    explanations_run = score_manifest["explanations_run"]
-    explanations = contract.explanations_path(explanations_run)
-    explanation_manifest = storage.manifest(explanations)
-    activation_run = find_activation_run(storage, score_manifest["activations_run"])
-    corpus_id = activation_run.manifest["corpus_id"]
-    corpus = corpus_contract.corpus_path(corpus_id)
-    corpus_manifest = storage.manifest(corpus)
-    corpus_validation = corpus_manifest.get("validation", {})
-    stats = activations_contract.stats_path(activation_run.manifest["model_slug"], activation_run.run_id)
-    activation_link = Link(
-        "activations", activation_run.run_id, storage.uri(activation_run.records), activation_run.manifest
-    )
-    activation_link.validation = _partitions_passed(storage, activation_run.records, activation_run.layers)
-    activation_link.manifest = {**activation_run.manifest, "neuron_stats": storage.uri(stats)}
-    return [
-        Link("scores", scores_run, storage.uri(scores), score_manifest, _partitions_passed(storage, scores, layers)),
-        Link(
-            "explanations",
-            explanations_run,
-            storage.uri(explanations),
-            explanation_manifest,
-            _partitions_passed(storage, explanations, layers),
-        ),
-        activation_link,
-        Link(
-            "corpus", corpus_id, storage.uri(corpus), corpus_manifest, {"whole": bool(corpus_validation.get("success"))}
-        ),
-    ]
-
-
-def validation_entries(storage: Storage, chain: list[Link]) -> list[ValidationEntry]:
-    """Every suite result the chain's datasets recorded (partition by partition), for Data Docs;
-    results committed before they were kept whole are left out."""
-    entries = []
-    for link in chain:
-        if link.dataset == "corpus":
-            report = link.manifest.get("validation", {})
-            if report.get("ge_result"):
-                entries.append(ValidationEntry("corpus", link.run_id, report["ge_result"]))
-            continue
-        base = link.uri.removeprefix(storage.uri()).strip("/")
-        for partition in sorted(link.validation):
-            if not storage.is_committed(f"{base}/{partition}"):
-                continue
-            for name, report in storage.manifest(f"{base}/{partition}").get("validation", {}).items():
-                if report.get("ge_result"):
-                    entries.append(
-                        ValidationEntry(report.get("suite", name), f"{link.run_id} {partition}", report["ge_result"])
-                    )
-    return entries
-
-
-def check_upstream(chain: list[Link]) -> None:
-    """Refuse to publish unless every upstream dataset passed its suites."""
-    failed = [
-        f"upstream suite not passed: {link.dataset} {link.run_id} {part}"
-        for link in chain
-        for part, ok in link.validation.items()
-        if not ok
-    ]
-    failed += [f"no validated partition: {link.dataset} {link.run_id}" for link in chain if not link.validation]
-    if failed:
-        raise ValidationFailedError("publish", failed)
-
-
-def published_rows(chain: list[Link], scores: pa.Table, publish_id: str, flow_run_id: str | None) -> pa.Table:
-    """The best explanation of every neuron of the score run, with its scores, the run's gap per
-    scorer and the row's lineage. Neurons with no ranked explanation are not published."""
-    links = {link.dataset: link for link in chain}
-    score_manifest = links["scores"].manifest
-    activations = links["activations"].manifest
-    gaps = score_manifest["summary"]["scorers"]
-    best = scores.filter(pc.and_(scores["is_best"], pc.is_valid(scores["explanation"]))).to_pylist()
-    now = datetime.now(UTC)
-    rows = []
-    for row in best:
-        rank_by = "selection_auc" if row["selection_auc"] is not None else "top_and_random_score"
-        if row[rank_by] is None:
-            continue
-        gap_columns: dict[str, Any] = {}
-        for scorer in published.GAP_SCORERS:
-            gap = gaps.get(scorer)
-            gap_columns[f"{scorer}_run_gap"] = gap["gap"] if gap else None
-            gap_columns[f"{scorer}_run_gap_low"] = gap["ci95"][0] if gap else None
-            gap_columns[f"{scorer}_run_gap_high"] = gap["ci95"][1] if gap else None
-            gap_columns[f"{scorer}_run_significant"] = gap["significant"] if gap else None
-            gap_columns[f"{scorer}_run_neurons"] = gap["n"] if gap else None
-        rows.append(
-            {
-                "model": activations["model_slug"],
-                "layer": row["layer"],
-                "neuron": row["neuron"],
-                "sign": score_manifest.get("sign", "positive"),
-                "explanation": row["explanation"],
-                "explanation_id": row["explanation_id"],
-                **{name: row[name] for name in published.ROW_SCORES},
-                "failure_reason": row["failure_reason"],
-                "rank_by": rank_by,
-                "rank_score": row[rank_by],
-                **gap_columns,
-                "publish_id": publish_id,
-                "scores_run": links["scores"].run_id,
-                "explanations_run": links["explanations"].run_id,
-                "activations_run": links["activations"].run_id,
-                "corpus_id": links["corpus"].run_id,
-                "corpus_fingerprint": activations["corpus_fingerprint"],
-                "model_checksum": activations["model_checksum"],
-                "explainer": score_manifest["explainer"],
-                "simulator": score_manifest.get("simulator"),
-                "prompt_version": score_manifest["parameters"]["prompt_version"],
-                "scorer_version": score_manifest["parameters"].get("scorer_version", "1"),
-                "code_version": score_manifest["code_version"],
-                "prefect_flow_run_id": flow_run_id,
-                "published_at": now,
-            }
-        )
-    return pa.Table.from_pylist(rows, schema=published.SCHEMA)
-
-
-REPLACE_WHEN = "target.rank_by <> source.rank_by OR source.rank_score > target.rank_score"
-"""A rerun replaces a published row only when its explanation ranks higher on the same criterion
-(or was ranked by another one); otherwise the row stays as published."""
+@task(cache_policy=NO_CACHE)
+def validate_version(location: DeltaLocation, version: int) -> ValidationReport:
+    """The whole table as the new version reads back, against the published suite."""
+    report = run_suite("published", published_frame(location.read(version, published.SCHEMA)), published_suite())
+    if not report.success:
+        raise ValidationFailedError(f"{location.uri} version {version}", report.failed())
+    return report

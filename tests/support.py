@@ -37,7 +37,7 @@ class ScriptedBackend:
     can_read_digits = True
 
     def __init__(self, name: str = "scripted:v1", crash_after: int | None = None) -> None:
-        from neuronatlas.adapters.llm import Usage
+        from neuronatlas.core.llm import Usage
 
         self.id = name
         self.usage = Usage()
@@ -53,7 +53,7 @@ class ScriptedBackend:
             raise RuntimeError("scripted crash")
 
     def generate(self, prompts: list, params: object) -> list:
-        from neuronatlas.adapters.llm import Generation
+        from neuronatlas.core.llm import Generation
 
         answers = []
         for prompt in prompts:
@@ -90,7 +90,7 @@ class ScriptedBackend:
     def read_choices(self, prompt: object, texts: list) -> object:
         """Yes (0.9) when the excerpt holds the explanation's token (detection) or marks it
         (fuzzing: the system message speaks of marked tokens), else No (0.9)."""
-        from neuronatlas.adapters.llm import ChoiceReadout
+        from neuronatlas.core.llm import ChoiceReadout
 
         self._count()
         messages = prompt.prefix.messages  # type: ignore[attr-defined]
@@ -100,7 +100,7 @@ class ScriptedBackend:
         return ChoiceReadout(tuple((0.9, 0.1) if hit else (0.1, 0.9) for hit in hits))
 
     def read_digits(self, prompt: object, excerpts: list) -> object:
-        from neuronatlas.adapters.llm import DigitReadout
+        from neuronatlas.core.llm import DigitReadout
 
         self._count()
         heading = prompt.prefix.messages[-1][1]  # type: ignore[attr-defined]

@@ -285,3 +285,61 @@ def test_cli_run_rejects_bad_options_before_any_work(tmp_path: Path) -> None:
     done = run_cli("run", "--root", str(tmp_path / "atlas"), "--scorers", "vibes")
     assert done.returncode == 2 and "--scorers vibes: expected" in done.stderr, done.stderr
     assert not (tmp_path / "atlas").exists()
+
+
+CONFIG = """
+runner = "local"
+
+[ingest]
+source = "{source}"
+
+[extract]
+limit = 48
+layers = "0"
+top_k = 5
+random_k = 4
+
+[explain]
+layers = "0"
+neurons = "2"
+explainer = "openai:m"
+
+[score]
+simulator = "openai:m"
+scorers = "simulation"
+
+[llm]
+base_url = "{url}"
+concurrency = 2
+"""
+
+
+def test_cli_run_from_a_config_file_and_again_from_its_record(tmp_path: Path) -> None:
+    """`neuronatlas run --config atlas.toml` takes every stage's settings from the file; the run's
+    record holds the resolved config, and `run --config runs/<id>.json` repeats the same run (the
+    same datasets, nothing new to publish); an option typed beside the file overrides it."""
+    from tests.fake_openai import FaultyServer, serve
+    from tests.flows.test_deployments import answer
+
+    root = str(tmp_path / "atlas")
+    source = small_jsonl_corpus(tmp_path / "wiki.jsonl")
+    with serve(FaultyServer(answer)) as url:
+        config = tmp_path / "atlas.toml"
+        config.write_text(CONFIG.format(source=source, url=url))
+        first = run_cli("run", "--root", root, "--config", str(config))
+        assert first.returncode == 0, first.stderr[-3000:]
+        [record] = catalog.runs(root)
+        assert record["status"] == "completed" and record["config"]["explain"]["neurons"] == "2"
+        assert record["config"]["extract"]["limit"] == 48 and record["config"]["score"]["scorers"] == "simulation"
+        assert record["config"]["ingest"]["tokenizer_of"] == "smollm2-135m"
+        again = run_cli("run", "--root", root, "--config", f"{root}/runs/{record['run_id']}.json")
+        assert again.returncode == 0, again.stderr[-3000:]
+        more = run_cli("run", "--root", root, "--config", str(config), "--neurons", "3")
+        assert more.returncode == 0, more.stderr[-3000:]
+    second, third = (r for r in sorted(catalog.runs(root), key=lambda r: r["started_at"])[1:])
+    assert second["config"] == record["config"]
+    assert [s.get("run_id") for s in second["stages"][1:4]] == [s.get("run_id") for s in record["stages"][1:4]]
+    assert second["version"] == record["version"]  # the same score run: published once
+    assert third["config"]["explain"]["neurons"] == "3" and third["config"]["extract"] == record["config"]["extract"]
+    assert third["stages"][1]["run_id"] == record["stages"][1]["run_id"]  # extraction reused
+    assert third["stages"][2]["run_id"] != record["stages"][2]["run_id"]  # a new selection of neurons

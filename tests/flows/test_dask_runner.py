@@ -21,10 +21,10 @@ SCRIPT = """
 import json, sys
 from neuronatlas.runtime import configure_environment
 configure_environment()
-from neuronatlas.adapters.llm import BackendOptions
+from neuronatlas.config import LLMOptions
 from neuronatlas.flows.atlas import atlas
 arguments = json.loads(sys.argv[1])
-arguments["options"] = BackendOptions(base_url=arguments.pop("base_url"))
+arguments["options"] = LLMOptions(base_url=arguments.pop("base_url"))
 result = atlas(**arguments)
 print("RUN", result.run_id, result.status)
 """

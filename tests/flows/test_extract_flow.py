@@ -140,10 +140,10 @@ def test_extraction_on_s3_equals_local(source: Path, tmp_path: Path, s3_bucket: 
 
 
 def test_a_failing_suite_commits_no_layer(source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from neuronatlas.tasks import extract as extract_tasks
+    from neuronatlas.expectations import activations as suites
 
-    real_suite = extract_tasks.suites.records_suite
-    monkeypatch.setattr(extract_tasks.suites, "records_suite", lambda window, d_mlp: real_suite(window, 1000))
+    real_suite = suites.records_suite
+    monkeypatch.setattr(suites, "records_suite", lambda window, d_mlp: real_suite(window, 1000))
     root = str(tmp_path / "atlas")
     ingested(root, source)
     with pytest.raises(ValidationFailedError, match=r"layer 4 activations.*column=neuron, max_value=999"):

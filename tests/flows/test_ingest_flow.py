@@ -95,10 +95,10 @@ def test_s3_root_gives_the_same_corpus_as_a_local_folder(small_corpus: Path, tmp
 def test_failing_suite_commits_nothing_and_rolls_staging_back(
     small_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from neuronatlas.tasks import ingest as ingest_tasks
+    from neuronatlas.expectations import corpus as corpus_suite
 
-    real_suite = ingest_tasks.corpus_suite.suite
-    monkeypatch.setattr(ingest_tasks.corpus_suite, "suite", lambda window, vocab: real_suite(window, 100))
+    real_suite = corpus_suite.suite
+    monkeypatch.setattr(corpus_suite, "suite", lambda window, vocab: real_suite(window, 100))
     root = tmp_path / "atlas"
     with pytest.raises(ValidationFailedError, match=r"max_token_id, max_value=99") as raised:
         ingest_corpus(source=str(small_corpus), root=str(root))

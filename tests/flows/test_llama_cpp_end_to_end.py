@@ -4,8 +4,8 @@ server serving the shipped Qwen2.5-Coder-0.5B GGUF (the `llama_server` fixture).
 
 from pathlib import Path
 
-from neuronatlas.adapters.llm import BackendOptions
 from neuronatlas.adapters.storage import Storage
+from neuronatlas.config import LLMOptions
 from neuronatlas.datasets import explanations as contract
 from neuronatlas.flows.explain import explain_neurons
 from neuronatlas.flows.extract import extract_activations
@@ -19,7 +19,7 @@ def test_explain_and_score_through_a_llama_cpp_server(llama_server: str, tmp_pat
     source = small_jsonl_corpus(tmp_path / "wiki60.jsonl", documents=60)
     ingest_corpus(source=str(source), root=root, window=16)
     extract_activations(root=root, layers="0", top_k=4, random_k=3, limit=32, batch_size=16)
-    options = BackendOptions(base_url=llama_server, concurrency=2, timeout_s=300)
+    options = LLMOptions(base_url=llama_server, concurrency=2, timeout_s=300)
 
     explained = explain_neurons(
         root=root, neurons="0:5,0:9", samples=1, temperature=0.0, explainer="openai:qwen-0.5b", options=options

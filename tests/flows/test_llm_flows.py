@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING
 import pytest
 
 from neuronatlas.adapters.storage import Storage
+from neuronatlas.catalog.runs import find_activation_run
 from neuronatlas.datasets import explanations as contract
 from neuronatlas.errors import InputError
 from neuronatlas.flows.explain import explain_neurons
 from neuronatlas.flows.extract import extract_activations
 from neuronatlas.flows.ingest import ingest_corpus
 from neuronatlas.flows.score import simulate_and_score
-from neuronatlas.tasks.explain import find_activation_run
 from tests.support import ScriptedBackend, small_jsonl_corpus
 
 if TYPE_CHECKING:
@@ -234,12 +234,12 @@ def test_bad_selections_are_refused_before_any_llm_call(root: str) -> None:
 
 
 def test_a_budget_stops_cleanly_and_a_rerun_asks_only_for_the_rest(root: str) -> None:
-    from neuronatlas.adapters.llm import BackendOptions
+    from neuronatlas.config import LLMOptions
     from tests.fake_openai import FaultyServer, serve
 
     server = FaultyServer(lambda _messages: "the main thing this neuron does is find commas.")
     with serve(server) as url:
-        tight = BackendOptions(base_url=url, concurrency=1, budget_tokens=4_000)
+        tight = LLMOptions(base_url=url, concurrency=1, budget_tokens=4_000)
         first = explain_neurons(root=root, explainer="openai:m", options=tight, **SELECTION)
         early = simulate_and_score(root=root, backend=ScriptedBackend())  # scores of the partial explanations
         sent_first = len(server.requests)
@@ -251,7 +251,7 @@ def test_a_budget_stops_cleanly_and_a_rerun_asks_only_for_the_rest(root: str) ->
         assert first.failed == len(refused)
 
         # a larger budget: only the refused neurons are asked (answers so far come from the cache)
-        second = explain_neurons(root=root, explainer="openai:m", options=BackendOptions(base_url=url), **SELECTION)
+        second = explain_neurons(root=root, explainer="openai:m", options=LLMOptions(base_url=url), **SELECTION)
     assert second.run_id == first.run_id
     again = Storage.open(root).read_parquet(contract.explanations_path(second.run_id)).to_pandas()
     assert second.failed == 0 and second.explained == 18, again["failure_reason"].value_counts()

@@ -10,8 +10,8 @@ import pytest
 from neuronatlas.adapters.delta import DeltaLocation
 from neuronatlas.adapters.storage import Storage
 from neuronatlas.datasets import published
+from neuronatlas.datasets.published import REPLACE_WHEN
 from neuronatlas.errors import InputError
-from neuronatlas.tasks.publish import REPLACE_WHEN
 
 
 def rows(publish_id: str, entries: list[tuple[int, str, float, str]]) -> pa.Table:

@@ -3,9 +3,9 @@ serving the shipped Qwen2.5-Coder-0.5B GGUF (built portable, `CMAKE_ARGS=-DGGML_
 Only chat completions are used (explanations, JSON simulation): its prompt log-probs are shifted
 by one position, which is why all-at-once simulation never goes through a server here."""
 
-from neuronatlas.adapters.llm import GenerationParams
 from neuronatlas.adapters.openai_llm import OpenAIBackend
 from neuronatlas.core.explain import Record, json_simulations
+from neuronatlas.core.llm import GenerationParams
 from neuronatlas.core.parsing import parse_explanation
 from neuronatlas.core.prompts import ActivationRecord, explainer_prompt, json_simulation_prompt
 

@@ -5,8 +5,8 @@ readout with the shared prefix computed once, checked against a plain forward pa
 import pytest
 import torch
 
-from neuronatlas.adapters.llm import GenerationParams
 from neuronatlas.adapters.local_llm import LocalBackend
+from neuronatlas.core.llm import GenerationParams
 from neuronatlas.core.prompts import (
     EXCERPT_MARK,
     ActivationRecord,

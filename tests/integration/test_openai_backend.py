@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from neuronatlas.adapters.llm import GenerationParams
 from neuronatlas.adapters.openai_llm import Budget, OpenAIBackend
+from neuronatlas.core.llm import GenerationParams
 from neuronatlas.core.prompts import ActivationRecord, explainer_prompt
 from tests.fake_openai import FaultyServer, serve
 

@@ -4,7 +4,7 @@ significance flag; explanation sensitivity from the simulation tables."""
 import numpy as np
 import pandas as pd
 
-from neuronatlas.tasks.score import explanation_sensitivity_of, scorer_gap
+from neuronatlas.core.summary import explanation_sensitivity_of, scorer_gap
 
 
 def scores(rows: list[tuple[int, int, float | None, float | None]]) -> pd.DataFrame:

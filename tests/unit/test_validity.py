@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from neuronatlas.core.explain import NeuronRecords, Record
-from neuronatlas.core.validity import explanation_sensitivity, paired_gap, token_lookup, token_means
+from neuronatlas.core.scorers.lookup import token_lookup, token_means
+from neuronatlas.core.summary import explanation_sensitivity, paired_gap
 
 
 def record(kind: str, split: str, rank: int, tokens: list[str], values: list[float]) -> Record:

@@ -1,7 +1,7 @@
 """Run a subject model over excerpts and stream every MLP neuron's activations into running
 top / bottom lists, a shared random sample and per-neuron statistics.
 
-The neuron (METHOD.md §1): for gated MLPs (Llama, Qwen, Gemma, SmolLM) the input of `down_proj`,
+The neuron (docs/method.md §1): for gated MLPs (Llama, Qwen, Gemma, SmolLM) the input of `down_proj`,
 `act(gate_proj(x)) * up_proj(x)`; for GPT-2 the output of the GELU. Only the model body runs (no
 LM head), and the forward pass stops right after the last requested layer.
 """

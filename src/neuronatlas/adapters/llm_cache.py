@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from neuronatlas.adapters.llm import ChoiceReadout, DigitReadout, Generation, GenerationParams, LLMBackend, Usage
 from neuronatlas.adapters.storage import Storage
+from neuronatlas.core.llm import ChoiceReadout, DigitReadout, Generation, GenerationParams, LLMBackend, Usage
 from neuronatlas.core.prompts import AllAtOncePrompt, ChatPrompt, ChoicePrompt, LineByLinePrompt
 
 CACHE_DIR = "llm_cache"

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from neuronatlas.adapters.extraction import pick_device
-from neuronatlas.adapters.llm import ChoiceReadout, DigitReadout, Generation, GenerationParams, Usage
 from neuronatlas.adapters.models import load_model, load_tokenizer, resolve_model
+from neuronatlas.core.llm import ChoiceReadout, DigitReadout, Generation, GenerationParams, Usage
 from neuronatlas.core.prompts import (
     EXCERPT_MARK,
     AllAtOncePrompt,

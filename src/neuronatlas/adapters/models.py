@@ -309,3 +309,17 @@ def open_tokenizer(spec: str) -> Tokenizer:
     backend = load_tokenizer(source)
     token_strings = backend.batch_decode([[token_id] for token_id in range(len(backend))])
     return Tokenizer(source=source, backend=backend, token_strings=list(token_strings))
+
+
+def layer_count(source: ModelSource) -> int:
+    """How many transformer blocks the model has, read from its config (or GGUF header) alone."""
+    from transformers import AutoConfig
+
+    if source.gguf_file is None:
+        config = AutoConfig.from_pretrained(source.folder)
+        return int(getattr(config, "num_hidden_layers", None) or config.n_layer)
+    import gguf
+
+    reader = gguf.GGUFReader(source.folder / source.gguf_file)
+    architecture = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+    return int(reader.fields[f"{architecture}.block_count"].parts[-1][0])

@@ -25,8 +25,8 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from neuronatlas.adapters.llm import ChoiceReadout, DigitReadout, Generation, GenerationParams, Usage
 from neuronatlas.adapters.storage import Storage
+from neuronatlas.core.llm import ChoiceReadout, DigitReadout, Generation, GenerationParams, Usage
 from neuronatlas.core.prompts import AllAtOncePrompt, ChatPrompt, ChoicePrompt, LineByLinePrompt
 from neuronatlas.errors import InputError
 

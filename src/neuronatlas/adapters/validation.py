@@ -2,6 +2,7 @@
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,17 @@ if TYPE_CHECKING:
     import great_expectations as gx
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Check:
+    """How a dataset is validated: its suite's name, the frame it checks, the suite."""
+
+    dataset: str
+    """The name its results carry (in manifests and Data Docs)."""
+    frame: Callable[[Any], pd.DataFrame]
+    """The table as written -> the pandas frame the suite runs on."""
+    suite: Any
 
 
 @dataclass

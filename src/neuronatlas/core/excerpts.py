@@ -1,4 +1,4 @@
-"""Excerpt-level scoring (METHOD.md §8): can an explanation tell the spans where the neuron fires
+"""Excerpt-level scoring (docs/method.md §8): can an explanation tell the spans where the neuron fires
 from spans where it stays quiet? Small models cannot simulate token by token, but an embedding
 or a yes/no question can rank spans; the score is the AUC of that ranking.
 

@@ -4,13 +4,14 @@ Records arrive as `NeuronRecords` (tokens joined from the corpus); answers come 
 backend as texts or failures; what leaves is rows for the dataset contracts.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from neuronatlas.core.llm import Generation, GenerationParams, LLMBackend
 from neuronatlas.core.parsing import Failure, parse_explanation, parse_json_simulation
-from neuronatlas.core.prompts import ActivationRecord
+from neuronatlas.core.prompts import ActivationRecord, explainer_prompt
 from neuronatlas.core.scoring import ExplanationScores, ScoredExcerpt, score_explanation
 
 SCORED_SPLITS = ("calibration", "valid", "test")
@@ -90,6 +91,55 @@ def explanation_rows(texts: Sequence[str], failure: str | None, samples: int) ->
         else:
             rows.append(ExplanationRow(index, parsed, None, texts[index]))
     return rows
+
+
+@dataclass(frozen=True)
+class ExplainedNeuron:
+    """A neuron's explanation rows, and what its prompt and answers cost."""
+
+    neuron: int
+    rows: list[ExplanationRow]
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    retryable: int = 0
+    """Samples whose LLM call itself failed (a rerun asks again; answers that did not parse are final)."""
+
+
+CHUNK = 8
+"""Neurons per backend call: a cached backend stores answers as each chunk returns."""
+
+
+def explain_records(
+    llm: LLMBackend,
+    neurons: Sequence[NeuronRecords],
+    params: GenerationParams,
+    prompt_format: str,
+    scale: int,
+    on_chunk: Callable[[int], None] = lambda done: None,
+) -> list[ExplainedNeuron]:
+    """`params.n` explanations of each neuron from its train records, asked `CHUNK` neurons at a
+    time; a neuron that cannot be explained gets null rows with the reason, and no request."""
+    explained = []
+    for start in range(0, len(neurons), CHUNK):
+        chunk = neurons[start : start + CHUNK]
+        reasons = [unexplainable(neuron) for neuron in chunk]
+        asked = [neuron for neuron, reason in zip(chunk, reasons, strict=True) if reason is None]
+        prompts = [explainer_prompt(neuron.train(), prompt_format, scale) for neuron in asked]  # type: ignore[arg-type]
+        answers = iter(llm.generate(prompts, params) if prompts else [])
+        for neuron, reason in zip(chunk, reasons, strict=True):
+            answer: Generation | None = next(answers) if reason is None else None
+            failure = reason or (answer.failure if answer else None)
+            explained.append(
+                ExplainedNeuron(
+                    neuron.neuron,
+                    explanation_rows(answer.texts if answer else (), failure, params.n),
+                    answer.prompt_tokens if answer else 0,
+                    answer.completion_tokens if answer else 0,
+                    params.n if answer is not None and answer.failure is not None else 0,
+                )
+            )
+        on_chunk(start + len(chunk))
+    return explained
 
 
 @dataclass(frozen=True)

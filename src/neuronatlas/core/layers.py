@@ -55,3 +55,19 @@ def parse_neurons(spec: str, layers: list[int], d_mlp: int, rng: np.random.Gener
 
 def _ranges(layers: list[int]) -> str:
     return ",".join(map(str, layers)) if len(layers) <= 6 else f"{layers[0]}-{layers[-1]} ({len(layers)} layers)"
+
+
+def spread_layers(extracted: list[int], count: int) -> list[int]:
+    """`count` layers spread over the extracted ones: the middles of `count` equal slices."""
+    if len(extracted) <= count:
+        return list(extracted)
+    return [extracted[int((2 * i + 1) * len(extracted) / (2 * count))] for i in range(count)]
+
+
+def spread_neurons(layers: list[int], count: int, d_mlp: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """`count` neurons sampled without replacement, as even a share of each layer as the count allows."""
+    shares = [count // len(layers) + (i < count % len(layers)) for i in range(len(layers))]
+    picked = []
+    for layer, share in zip(layers, shares, strict=True):
+        picked += [(layer, int(neuron)) for neuron in rng.choice(d_mlp, size=share, replace=False)]
+    return sorted(picked)

@@ -7,11 +7,14 @@ Hand-checkable: each fires 1.0 on its class and 0 elsewhere.
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from neuronatlas.core.explain import NeuronRecords, Record
 from neuronatlas.core.records import RANDOM_SPLITS, TOP_SPLITS
+from neuronatlas.core.scorers import Scorer, score_neuron
+from neuronatlas.core.scoring import derangement
 
 ORACLE_LAYER = -1
 """Layer number of oracle records (no real layer has it)."""
@@ -58,3 +61,34 @@ def oracle_records(
     records = [record("top", rank, windows[i]) for rank, i in enumerate(top)]
     records += [record("random", rank, windows[i]) for rank, i in enumerate(sample)]
     return NeuronRecords(ORACLE_LAYER, index, tuple(records))
+
+
+def score_oracles(
+    scorers: Sequence[Scorer], windows: Sequence[tuple[int, tuple[str, ...]]], rng: np.random.Generator
+) -> list[dict[str, Any]]:
+    """Each oracle's correct explanation scored on its records and, for the null, on another
+    oracle's (a derangement): one row per oracle, `<scorer>` and `<scorer>_null` for each scorer
+    that ran, and the lookup baseline."""
+    records = [oracle_records(i, oracle, windows, rng) for i, oracle in enumerate(ORACLES)]
+    partners = derangement(len(records), rng)
+    rows = []
+    for i, oracle in enumerate(ORACLES):
+        explanation = [{"explanation_id": 0, "explanation": oracle.explanation, "failure_reason": None}]
+        outcome = score_neuron(scorers, records[i], explanation, records[int(partners[i])])
+        results = outcome.explanations[0].results
+        scores = {
+            key: value
+            for name, result in results.items()
+            for key, value in ((name, result.real.value), (f"{name}_null", result.null.value))
+        }
+        rows.append(
+            {
+                "oracle": oracle.name,
+                "explanation": oracle.explanation,
+                "null_on": ORACLES[int(partners[i])].name,
+                **scores,
+                "lookup baseline": outcome.baseline.real.value,
+                "lookup_null": outcome.baseline.null.value,
+            }
+        )
+    return rows

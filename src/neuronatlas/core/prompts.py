@@ -1,4 +1,4 @@
-"""Explainer and simulator prompts (METHOD.md §2-3). Pure text: no tokenizer, no client.
+"""Explainer and simulator prompts (docs/method.md §2-3). Pure text: no tokenizer, no client.
 
 Activations shown to a model are normalised per neuron: floor(scale * relu(a) / max_a), clamped
 to 0..scale, where max_a is the maximum over the records shown. Local models whose tokenizer
@@ -23,6 +23,9 @@ HIGHLIGHT_THRESHOLD = 0.3
 """Highlight format: tokens at or above this fraction of the maximum are marked."""
 
 ExplainerFormat = Literal["pairs", "highlight", "tokens"]
+FORMATS: tuple[ExplainerFormat, ...] = ("pairs", "highlight", "tokens")
+"""What `--prompt-format` can name; `tokens` (the default) is the format whose explanations beat the
+permutation null in the validity harness."""
 TOP_TOKENS_SHOWN = 15
 """Tokens format: how many of the strongest tokens are listed with their mean activation."""
 
@@ -254,7 +257,7 @@ EXCERPT_MARK = "\u0000EXCERPT\u0000"
 
 @dataclass(frozen=True)
 class LineByLinePrompt:
-    """The generation-based simulation prompt of one explanation (METHOD.md §8, "simulation v2"):
+    """The generation-based simulation prompt of one explanation (docs/method.md §3, "simulation v2"):
     few-shot examples that show every token as a quoted line followed by its digit, then the
     excerpt's text, and an answer that restates the explanation and goes through the excerpt one
     token line at a time. The simulator reads the digit distribution at the end of each

@@ -1,6 +1,6 @@
 """Records of one layer: which excerpts each neuron keeps, of which kind, in which split.
 
-Kinds (METHOD.md §1): `top` (largest maximum activation), `bottom` (smallest minimum: gated MLPs
+Kinds (docs/method.md §1): `top` (largest maximum activation), `bottom` (smallest minimum: gated MLPs
 fire in both directions) and `random` (a seeded sample shared by all neurons). Splits are
 disjoint and interleaved: top and bottom ranks go round-robin to train / calibration / valid /
 test, random ones to calibration / valid / test. An excerpt is kept once per neuron: bottom skips

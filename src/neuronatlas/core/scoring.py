@@ -1,12 +1,12 @@
 """Scores of an explanation: how well activations simulated from it track the real ones.
 
 Every correlation is pooled: all tokens of all scored excerpts are concatenated and correlated at
-once (METHOD.md §4), never the mean of per-excerpt correlations. A score that is undefined (no
+once (docs/method.md §4), never the mean of per-excerpt correlations. A score that is undefined (no
 excerpts, constant simulated or true activations, a failed simulation) is `None` with a reason,
 never 0 and never NaN.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -56,6 +56,10 @@ class ExplanationScores:
     """Why the headline score is null (None when it exists)."""
 
 
+SCORE_NAMES = tuple(f.name for f in fields(ExplanationScores) if f.name != "failure_reason")
+"""The six score columns of a simulated explanation, in the scores table's order."""
+
+
 def pooled_correlation(true: list[np.ndarray], simulated: list[np.ndarray]) -> Score:
     """Pearson correlation over all tokens of all excerpts at once."""
     if not true:
@@ -87,7 +91,7 @@ def calibration_fit(true: list[np.ndarray], simulated: list[np.ndarray]) -> tupl
 
 
 def rsquared(true: np.ndarray, predicted: np.ndarray) -> Score:
-    """1 - mean((y - yhat)^2) / mean(y^2): the mean of squares, not the variance (METHOD.md §4)."""
+    """1 - mean((y - yhat)^2) / mean(y^2): the mean of squares, not the variance (docs/method.md §4)."""
     denominator = float(np.mean(np.square(true)))
     if denominator == 0:
         return Score(None, "true activations are all zero")
@@ -154,3 +158,14 @@ def derangement(n: int, rng: np.random.Generator) -> np.ndarray:
         permutation = rng.permutation(n)
         if not np.any(permutation == np.arange(n)):
             return permutation
+
+
+def control_partners(
+    neurons: list[tuple[int, int]], rng: np.random.Generator
+) -> dict[tuple[int, int], tuple[int, int]]:
+    """Neuron -> the other neuron whose records its explanations are scored on in the permutation
+    control (a derangement: never itself); empty with fewer than 2 neurons."""
+    if len(neurons) < 2:
+        return {}
+    permutation = derangement(len(neurons), rng)
+    return {neurons[i]: neurons[int(j)] for i, j in enumerate(permutation)}

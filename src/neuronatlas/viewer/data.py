@@ -17,8 +17,10 @@ import pyarrow.compute as pc
 
 from neuronatlas.adapters.delta import DeltaLocation
 from neuronatlas.adapters.storage import Storage
+from neuronatlas.catalog.lineage import lineage_chain
+from neuronatlas.catalog.records import Corpora
+from neuronatlas.catalog.runs import activation_runs
 from neuronatlas.datasets import activations as activations_contract
-from neuronatlas.datasets import corpus as corpus_contract
 from neuronatlas.datasets import explanations as contract
 from neuronatlas.datasets import published
 from neuronatlas.errors import InputError
@@ -92,7 +94,7 @@ def pages(storage: Storage, rows: list[dict[str, Any]]) -> Iterator[NeuronPage]:
     for row in rows:
         groups.setdefault((row["scores_run"], row["layer"]), []).append(row)
     chains: dict[str, list[dict[str, Any]]] = {}
-    corpora = _Corpora(storage)
+    corpora = Corpora(storage)
     for (scores_run, layer), group in groups.items():
         if scores_run not in chains:
             chains[scores_run] = _lineage(storage, scores_run)
@@ -100,8 +102,6 @@ def pages(storage: Storage, rows: list[dict[str, Any]]) -> Iterator[NeuronPage]:
 
 
 def _lineage(storage: Storage, scores_run: str) -> list[dict[str, Any]]:
-    from neuronatlas.tasks.publish import lineage_chain
-
     try:
         return [link.summary() for link in lineage_chain(storage, scores_run)]
     except (InputError, OSError, KeyError) as error:  # a pruned upstream run: the page says so
@@ -117,7 +117,7 @@ def _partition(storage: Storage, dataset: str, layer: int, schema: pa.Schema | N
 
 def _layer_pages(
     storage: Storage,
-    corpora: _Corpora,
+    corpora: Corpora,
     scores_run: str,
     layer: int,
     rows: list[dict[str, Any]],
@@ -198,15 +198,13 @@ def _records(storage: Storage, row: dict[str, Any], layer: int, neurons: pa.Arra
 
 def _activation_partition(storage: Storage, run: str, layer: int, dataset: str) -> pa.Table | None:
     """One layer of an activation run's records or neuron statistics; None when gone."""
-    for slug in storage.list("activations"):
-        if storage.is_committed(activations_contract.records_path(slug, run)):
+    for name, slug in activation_runs(storage):
+        if name == run:
             if dataset == "records":
-                return _partition(
-                    storage, activations_contract.records_path(slug, run), layer, activations_contract.RECORDS_SCHEMA
-                )
-            return _partition(
-                storage, activations_contract.stats_path(slug, run), layer, activations_contract.STATS_SCHEMA
-            )
+                path, schema = activations_contract.records_path(slug, run), activations_contract.RECORDS_SCHEMA
+            else:
+                path, schema = activations_contract.stats_path(slug, run), activations_contract.STATS_SCHEMA
+            return _partition(storage, path, layer, schema)
     return None
 
 
@@ -218,22 +216,6 @@ def _stats(storage: Storage, row: dict[str, Any], layer: int, neurons: pa.Array)
         item["neuron"]: {name: _clean(item[name]) for name in STAT_FIELDS}
         for item in table.filter(pc.is_in(table["neuron"], neurons)).to_pylist()
     }
-
-
-class _Corpora:
-    """Each corpus read once per `pages` call, however many (score run, layer) groups use it."""
-
-    def __init__(self, storage: Storage) -> None:
-        self.storage = storage
-        self._tables: dict[str, pa.Table] = {}
-
-    def tokens(self, corpus_id: str, sequence_ids: set[int]) -> dict[int, tuple[str, ...]]:
-        if not sequence_ids:
-            return {}
-        if corpus_id not in self._tables:
-            corpus = self.storage.read_parquet(corpus_contract.corpus_path(corpus_id), schema=corpus_contract.SCHEMA)
-            self._tables[corpus_id] = corpus.select(["sequence_id", "tokens"])
-        return corpus_contract.tokens_by_sequence(self._tables[corpus_id], pa.array(sorted(sequence_ids), pa.int64()))
 
 
 def _ordered(excerpts: Iterable[Excerpt]) -> list[Excerpt]:

@@ -14,7 +14,9 @@ import polars as pl
 
 from neuronatlas.adapters.delta import DeltaLocation
 from neuronatlas.adapters.storage import Storage
+from neuronatlas.catalog.lineage import lineage_chain
 from neuronatlas.datasets import published
+from neuronatlas.datasets.runs import RUNS
 from neuronatlas.errors import InputError
 
 EXPORT_FORMATS = ("parquet", "jsonl", "csv")
@@ -89,8 +91,6 @@ def lineage(root: str, version: int | None = None, neuron: str | None = None) ->
     publish that wrote rows still in that version, its commit and the datasets it came from
     (scores, explanations, activations, corpus) with fingerprints, parameters, model checksum,
     prompt and code versions, Prefect flow-run ids and validation outcomes."""
-    from neuronatlas.tasks.publish import lineage_chain
-
     storage = Storage.open(root)
     location = DeltaLocation(storage, published.TABLE_PATH)
     chosen = location.open(version).version()
@@ -132,5 +132,15 @@ def lineage(root: str, version: int | None = None, neuron: str | None = None) ->
 def runs(root: str) -> list[dict[str, Any]]:
     """Every atlas run's report under the root, newest first."""
     storage = Storage.open(root)
-    reports = [storage.read_json(f"runs/{name}") for name in storage.list("runs") if name.endswith(".json")]
+    reports = [storage.read_json(f"{RUNS}/{name}") for name in storage.list(RUNS) if name.endswith(".json")]
     return sorted(reports, key=lambda r: r.get("started_at", ""), reverse=True)
+
+
+def published_before(location: DeltaLocation, publish_id: str) -> int | None:
+    """The version a publish made, unless it was rolled back (None: not published)."""
+    if not location.exists():
+        return None
+    history = location.history()
+    if any(commit.get(ROLLED_BACK_KEY) == publish_id for commit in history):
+        return None
+    return next((int(c["version"]) for c in history if c.get(PUBLISH_KEY) == publish_id), None)

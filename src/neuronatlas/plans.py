@@ -1,0 +1,274 @@
+"""Checking a stage's config against its root and models, once, before any heavy work: the result
+is a plan the flow trusts. The command builds the plan before Prefect starts (bad input fails in
+a second, in one line) and hands it to the flow; a flow called without one builds it itself.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from neuronatlas.adapters.llm import check_backend, parse_backend
+from neuronatlas.adapters.storage import Storage
+from neuronatlas.catalog.records import SIGNS
+from neuronatlas.catalog.runs import ActivationRun, committed_corpus, committed_run, find_activation_run
+from neuronatlas.config import (
+    AtlasConfig,
+    ExplainConfig,
+    ExtractConfig,
+    IngestConfig,
+    LLMOptions,
+    ScoreConfig,
+    ValidityConfig,
+)
+from neuronatlas.core.layers import parse_layers, parse_neurons, spread_layers, spread_neurons
+from neuronatlas.core.prompts import FORMATS
+from neuronatlas.core.scorers import choose_scorers, parse_names
+from neuronatlas.core.scorers.choices import READS_CHOICES
+from neuronatlas.core.scorers.simulation import METHODS, choose_method
+from neuronatlas.errors import InputError
+
+
+def _choice(value: str, option: str, parse: Any, *args: Any) -> Any:
+    """`parse(value, *args)` with its ValueError as an InputError naming the option."""
+    try:
+        return parse(value, *args)
+    except ValueError as error:
+        raise InputError(f"{option} {value}: {error}") from None
+
+
+# -- ingest ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IngestPlan:
+    config: IngestConfig
+    storage: Storage
+
+
+def plan_ingest(root: str, config: IngestConfig) -> IngestPlan:
+    """Every check that needs no full read of the source."""
+    from neuronatlas.adapters.models import resolve_model
+    from neuronatlas.adapters.sources import check_source
+
+    if config.window < 2:
+        raise InputError(f"--window {config.window}: must be at least 2 tokens")
+    if config.encoding_errors not in ("strict", "replace"):
+        raise InputError(f"--encoding-errors {config.encoding_errors}: expected strict or replace")
+    check_source(source_spec(config))
+    resolve_model(config.tokenizer_of)
+    return IngestPlan(config, Storage.open(root))
+
+
+def source_spec(config: IngestConfig) -> Any:
+    from neuronatlas.adapters.sources import SourceSpec
+
+    return SourceSpec(config.source, config.text_field, config.id_field, config.split, config.encoding_errors)  # type: ignore[arg-type]
+
+
+# -- extract -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExtractPlan:
+    config: ExtractConfig
+    storage: Storage
+    source: Any
+    """The subject model's `ModelSource`."""
+    corpus_id: str
+    corpus_manifest: dict[str, Any]
+    layers: list[int]
+    n_layers: int
+
+
+def plan_extract(root: str, config: ExtractConfig) -> ExtractPlan:
+    """Model, corpus, tokenizer, layers, K, device and dtype, before the model is loaded."""
+    from neuronatlas.adapters.extraction import pick_device, pick_dtype
+    from neuronatlas.adapters.models import layer_count, open_tokenizer, resolve_model
+    from neuronatlas.datasets import corpus as corpus_contract
+
+    pick_dtype(config.dtype, pick_device(config.device))
+    if config.top_k < 1 or config.random_k < 0:
+        raise InputError(f"--top-k {config.top_k} / --random-k {config.random_k}: need top-k >= 1 and random-k >= 0")
+    if config.limit is not None and config.limit < 1:
+        raise InputError(f"--limit {config.limit}: must be at least 1")
+    storage = Storage.open(root)
+    source = resolve_model(config.model)
+    corpus_id = committed_corpus(storage, config.corpus)
+    manifest = storage.manifest(corpus_contract.corpus_path(corpus_id))
+    tokenizer = open_tokenizer(config.model)
+    if manifest["tokenizer"].get("fingerprint") != tokenizer.fingerprint:
+        raise InputError(
+            f"--corpus {corpus_id}: tokenised with {manifest['tokenizer']['model']}, whose tokenizer differs from "
+            f"{config.model}'s; ingest the source again with --tokenizer-of {config.model}"
+        )
+    n_excerpts = manifest["rows"] if config.limit is None else min(config.limit, manifest["rows"])
+    if config.top_k > n_excerpts:
+        raise InputError(f"--top-k {config.top_k}: larger than the corpus ({n_excerpts} excerpts)")
+    n_layers = layer_count(source)
+    chosen = _choice(config.layers, "--layers", parse_layers, n_layers)
+    return ExtractPlan(config, storage, source, corpus_id, manifest, chosen, n_layers)
+
+
+# -- explain -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExplainPlan:
+    config: ExplainConfig
+    storage: Storage
+    run: ActivationRun
+    neurons: list[tuple[int, int]]
+    """Sorted (layer, neuron) pairs."""
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted({layer for layer, _ in self.neurons})
+
+    def of_layer(self, layer: int) -> list[int]:
+        return [neuron for chosen_layer, neuron in self.neurons if chosen_layer == layer]
+
+
+def check_explain(config: ExplainConfig, options: LLMOptions | None) -> None:
+    """What needs no root: the explainer (unless `options` is None: a backend object was passed
+    in), samples, sign, prompt format, scale."""
+    if options is not None:
+        check_backend(config.explainer, "--explainer", options)
+    if config.samples < 1:
+        raise InputError(f"--samples {config.samples}: must be at least 1")
+    if config.sign not in SIGNS:
+        raise InputError(f"--sign {config.sign}: expected positive or negative")
+    if config.prompt_format not in FORMATS:
+        raise InputError(f"--prompt-format {config.prompt_format}: expected one of {', '.join(FORMATS)}")
+    check_scale(config.scale)
+
+
+def check_scale(scale: int) -> None:
+    if not 1 <= scale <= 10:
+        raise InputError(f"--scale {scale}: expected 1 to 10")
+
+
+def plan_explain(root: str, config: ExplainConfig, options: LLMOptions | None) -> ExplainPlan:
+    check_explain(config, options)
+    storage = Storage.open(root)
+    run = find_activation_run(storage, config.activations)
+    chosen = _choice(config.layers, "--layers", parse_layers, run.manifest["n_layers_in_model"])
+    missing = [layer for layer in chosen if layer not in run.layers]
+    if missing and config.layers != "all":
+        raise InputError(
+            f"--layers {config.layers}: layer {missing[0]} was not extracted in {run.run_id} ({run.layers})"
+        )
+    chosen = [layer for layer in chosen if layer in run.layers]
+    rng = np.random.default_rng(config.seed)
+    pairs = _choice(config.neurons, "--neurons", parse_neurons, chosen, run.d_mlp, rng)
+    return ExplainPlan(config, storage, run, pairs)
+
+
+# -- score -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScorePlan:
+    config: ScoreConfig
+    storage: Storage
+    explanations_run: str
+    explanations_manifest: dict[str, Any]
+    method: str
+    """The simulation method, `auto` resolved for the simulator named."""
+    scorers: tuple[str, ...]
+
+
+def check_score(config: ScoreConfig, options: LLMOptions | None) -> tuple[str, tuple[str, ...]]:
+    """(method, scorers) for the simulator the config names; its backend too unless `options`
+    is None (a backend object was passed in)."""
+    local = parse_backend(config.simulator, "--simulator").kind == "local"
+    scorers = _choice(config.scorers, "--scorers", choose_scorers, local)
+    if options is not None and "simulation" in scorers:
+        check_backend(config.simulator, "--simulator", options)
+    if config.method not in METHODS:
+        raise InputError(f"--method {config.method}: expected one of {', '.join(METHODS)}")
+    if not local and config.method in ("line-by-line", "all-at-once"):
+        raise InputError(
+            f"--method {config.method}: {config.simulator} cannot read prompt probabilities; use --method json"
+        )
+    check_scale(config.scale)
+    return choose_method(config.method, local), scorers
+
+
+def plan_score(root: str, config: ScoreConfig, options: LLMOptions | None) -> ScorePlan:
+    method, scorers = check_score(config, options)
+    storage = Storage.open(root)
+    run = committed_run(storage, "explanations", config.explanations, "explain")
+    manifest = storage.read_json(f"explanations/{run}/_manifest.json")
+    return ScorePlan(config, storage, run, manifest, method, scorers)
+
+
+def fit_to_simulator(plan: ScorePlan, reads_digits: bool, simulator_id: str) -> ScorePlan:
+    """The plan against the simulator actually built: `auto` without prompt probabilities drops
+    the scorers that need them; asking for them, or for a method that needs them, is an error."""
+    from dataclasses import replace
+
+    if reads_digits:
+        return plan
+    if plan.method in ("line-by-line", "all-at-once"):
+        raise InputError(f"--method {plan.method}: {simulator_id} cannot read prompt probabilities")
+    if plan.config.scorers.strip() == "auto":
+        return replace(plan, scorers=choose_scorers("auto", reads_probabilities=False))
+    asks = [name for name in READS_CHOICES if name in plan.scorers]
+    if asks:
+        raise InputError(f"--scorers {','.join(asks)}: {simulator_id} cannot read prompt probabilities")
+    return plan
+
+
+# -- validity ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ValidityPlan:
+    config: ValidityConfig
+    storage: Storage
+    run: ActivationRun
+    neurons: list[tuple[int, int]]
+    formats: tuple[str, ...]
+    scorers: tuple[str, ...]
+    methods: tuple[str, ...]
+
+
+def plan_validity(root: str, config: ValidityConfig, options: LLMOptions | None) -> ValidityPlan:
+    formats = _choice(config.formats, "--formats", parse_names, FORMATS)
+    local = parse_backend(config.simulator, "--simulator").kind == "local"
+    scorers = _choice(config.scorers, "--scorers", choose_scorers, local)
+    methods = _choice(config.methods, "--methods", parse_names, METHODS)
+    if config.neurons < 2:
+        raise InputError(f"--neurons {config.neurons}: the permutation null needs at least 2")
+    if options is not None:
+        check_backend(config.explainer, "--explainer", options)
+        if "simulation" in scorers:
+            check_backend(config.simulator, "--simulator", options)
+    storage = Storage.open(root)
+    run = find_activation_run(storage, config.activations)
+    spec = ",".join(map(str, spread_layers(run.layers, 3))) if config.layers == "auto" else config.layers
+    layers = _choice(spec, "--layers", parse_layers, run.manifest["n_layers_in_model"])
+    missing = [layer for layer in layers if layer not in run.layers]
+    if missing:
+        raise InputError(
+            f"--layers {config.layers}: layer {missing[0]} was not extracted in {run.run_id} ({run.layers})"
+        )
+    if config.neurons > len(layers) * run.d_mlp:
+        raise InputError(f"--neurons {config.neurons}: the chosen layers have {len(layers) * run.d_mlp}")
+    picked = spread_neurons(layers, config.neurons, run.d_mlp, np.random.default_rng(config.seed))
+    return ValidityPlan(config, storage, run, picked, formats, scorers, methods)
+
+
+# -- the whole run -----------------------------------------------------------------------------
+
+
+def check_atlas(root: str, config: AtlasConfig) -> None:
+    """What can be checked of a whole run before its first stage: the root, every stage's
+    settings that need no earlier stage's output, both LLMs and the runner."""
+    from neuronatlas.adapters.runners import check_runner
+
+    check_runner(config.runner)
+    check_score(config.score, config.llm)
+    check_explain(config.explain, config.llm)
+    plan_ingest(root, config.ingest)
