@@ -90,6 +90,21 @@ def publish_id(scores_run: str) -> str:
     return "p-" + scores_run.removeprefix("s-")
 
 
+def publish_record(
+    publish_id: str, table: str, version: int, offered: int, inserted: int, updated: int
+) -> dict[str, Any]:
+    """The head of `published/_publishes/<publish>.json`: which table version a publish made, and
+    what it offered and changed (the flow adds the suites' results, the lineage and the run)."""
+    return {
+        "publish_id": publish_id,
+        "table": table,
+        "version": version,
+        "rows_offered": offered,
+        "inserted": inserted,
+        "updated": updated,
+    }
+
+
 def published_rows(chain: list[Any], scores: pa.Table, publish_id: str, flow_run_id: str | None) -> pa.Table:
     """The best explanation of every neuron of the score run (`chain`: its `catalog.lineage` links),
     with its scores, the run's gap per scorer and the row's lineage. Neurons with no ranked

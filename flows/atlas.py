@@ -58,11 +58,13 @@ def atlas(
     options: LLMOptions | None = None,
     explainer_backend: Any = None,
     simulator_backend: Any = None,
+    plan: Any = None,
     **parameters: Any,
 ) -> AtlasResult:
     """The whole pipeline on one root, described by `config` or by the flat `parameters` (each
     stage's settings, `AtlasConfig`'s defaults where not given; `options` the LLM settings);
-    `*_backend` (LLM backend objects) replace the named models in tests."""
+    `plan`: the ingest stage's, checked by the caller; `*_backend` (LLM backend objects) replace
+    the named models in tests."""
     config = _resolve(config, options, parameters)
     storage = Storage.open(root)
     runner = check_runner(config.runner)
@@ -77,7 +79,7 @@ def atlas(
     try:
         with cluster_for(runner) as active:
             stages = Stages(storage, report, root, active, config, (explainer_backend, simulator_backend))
-            corpus_id = stages.ingest()
+            corpus_id = stages.ingest(plan)
             extracted = stages.extract(corpus_id)
             explained = stages.explain(extracted.run_id)
             scored = stages.score(explained)
@@ -112,9 +114,10 @@ class Stages:
     backends: tuple[Any, Any]
     """(explainer, simulator) backend objects replacing the named models (tests), or None."""
 
-    def ingest(self) -> str:
+    def ingest(self, plan: Any) -> str:
         started = time.perf_counter()
-        ingested = ingest_corpus(root=self.root, **self.config.ingest.model_dump())
+        settings = {"plan": plan} if plan is not None else self.config.ingest.model_dump()
+        ingested = ingest_corpus(root=self.root, **settings)
         self.report.stage(
             "ingest", time.perf_counter() - started, corpus_id=ingested.corpus_id, created=ingested.created
         )

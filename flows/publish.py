@@ -77,28 +77,16 @@ def publish(root: str = "./atlas", scores: str | None = None) -> PublishResult:
         metrics = merge_rows(location, rows, metadata)
         report = validate_version(location, metrics["version"])
     inserted, updated = metrics["num_target_rows_inserted"], metrics["num_target_rows_updated"]
-    storage.write_json(
-        f"published/_publishes/{publish_id}.json",
-        {
-            "publish_id": publish_id,
-            "table": location.uri,
-            "version": metrics["version"],
-            "rows_offered": rows.num_rows,
-            "inserted": inserted,
-            "updated": updated,
-            "validation": {"rows": staged.to_manifest(), "table": report.to_manifest()},
-            "lineage": [link.summary() for link in chain],
-            "code_version": code_version(),
-            "prefect_flow_run_id": flow_run_id,
-        },
-    )
+    record = published.publish_record(publish_id, location.uri, metrics["version"], rows.num_rows, inserted, updated)
+    record |= {
+        "validation": {"rows": staged.to_manifest(), "table": report.to_manifest()},
+        "lineage": [link.summary() for link in chain],
+        "code_version": code_version(),
+        "prefect_flow_run_id": flow_run_id,
+    }
+    storage.write_json(f"published/_publishes/{publish_id}.json", record)
     logger.info(
         "published %s as version %d of %s: %d rows offered, %d new, %d improved",
-        scores_run,
-        metrics["version"],
-        location.uri,
-        rows.num_rows,
-        inserted,
-        updated,
+        *(scores_run, metrics["version"], location.uri, rows.num_rows, inserted, updated),
     )
     return PublishResult(publish_id, location.uri, metrics["version"], rows.num_rows, inserted, updated, False)

@@ -24,3 +24,11 @@ class ValidationFailedError(AtlasError):
         self.dataset = dataset
         self.failed = failed
         super().__init__(f"{dataset}: validation failed, nothing committed; failed expectations: " + "; ".join(failed))
+
+
+def require_extra(module: str, extra: str, what: str) -> None:
+    """Raise an `InputError` when an optional part's library is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise InputError(f"{what}: needs the {extra} extra (pip install 'neuronatlas[{extra}]')")

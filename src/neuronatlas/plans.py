@@ -263,12 +263,13 @@ def plan_validity(root: str, config: ValidityConfig, options: LLMOptions | None)
 # -- the whole run -----------------------------------------------------------------------------
 
 
-def check_atlas(root: str, config: AtlasConfig) -> None:
+def check_atlas(root: str, config: AtlasConfig) -> IngestPlan:
     """What can be checked of a whole run before its first stage: the root, every stage's
-    settings that need no earlier stage's output, both LLMs and the runner."""
+    settings that need no earlier stage's output, both LLMs and the runner; the first stage's
+    plan (each later stage is planned when the one before it has run)."""
     from neuronatlas.adapters.runners import check_runner
 
     check_runner(config.runner)
     check_score(config.score, config.llm)
     check_explain(config.explain, config.llm)
-    plan_ingest(root, config.ingest)
+    return plan_ingest(root, config.ingest)

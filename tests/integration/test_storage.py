@@ -295,6 +295,27 @@ def test_discard_staging_leaves_nothing_under_staging(root: str) -> None:
     assert_nothing_staged(storage)
 
 
+def test_a_folder_another_writer_removed_meanwhile_is_no_error(root: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two Dask workers commit two layers of one run at once: each removes the emptied staging
+    parents after its commit, and one finds a folder the other just removed."""
+    storage = Storage.open(root)
+    stage(storage, "explanations/e-1/layer=0", [sample_table(0)])
+    seen_once = set()
+
+    def exists_then_vanishes(rel: str) -> bool:  # True once more after the folder is gone
+        if rel not in seen_once and rel.startswith(STAGING):
+            seen_once.add(rel)
+            return True
+        return real_exists(rel)
+
+    real_exists = storage.exists
+    storage.discard_staging("explanations/e-1/layer=0")
+    monkeypatch.setattr(storage, "exists", exists_then_vanishes)
+    storage.discard_staging("explanations/e-1/layer=0")  # every folder on the way is gone: no error
+    storage.delete_dir(f"{STAGING}/explanations")
+    assert_nothing_staged(storage)
+
+
 # -- opening a root ---------------------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from neuronatlas.config import LLMOptions
 from neuronatlas.core.llm import LLMBackend
-from neuronatlas.errors import InputError
+from neuronatlas.errors import InputError, require_extra
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,9 @@ def check_backend(value: str, option: str, options: LLMOptions) -> None:
         from neuronatlas.adapters.models import resolve_model
 
         resolve_model(spec.model)
-    elif options.base_url is None and not os.environ.get("OPENAI_API_KEY"):
+        return
+    require_extra("openai", "openai", f"{option} {value}")
+    if options.base_url is None and not os.environ.get("OPENAI_API_KEY"):
         raise InputError(f"{option} {value}: set OPENAI_API_KEY (or pass --base-url for a local server)")
 
 

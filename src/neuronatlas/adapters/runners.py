@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from neuronatlas.errors import InputError
+from neuronatlas.errors import InputError, require_extra
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -52,6 +52,8 @@ def parse_runner(value: str) -> Runner:
 def check_runner(value: str) -> Runner:
     """Parse, and refuse a Dask run without a Prefect server."""
     runner = parse_runner(value)
+    if runner.distributed:
+        require_extra("prefect_dask", "dask", f"--runner {value}")
     if runner.distributed and not os.environ.get("PREFECT_API_URL"):
         raise InputError(
             f"--runner {value}: needs a Prefect server that every Dask worker reaches; start "

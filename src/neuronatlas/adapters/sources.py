@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from neuronatlas.adapters.checksums import sha256_file
 from neuronatlas.core.corpus import Document
-from neuronatlas.errors import InputError
+from neuronatlas.errors import InputError, require_extra
 
 EncodingErrors = Literal["strict", "replace"]
 FILE_FORMATS = (".txt", ".jsonl", ".parquet")
@@ -250,6 +250,7 @@ def _is_saved_hf_dataset(path: Path) -> bool:
 def _read_hf_dataset(path: Path, spec: SourceSpec) -> LoadedSource:
     # Looked up by name (typed Any): run from the repository root, a type checker would take the
     # project's own `datasets/` folder for Hugging Face's library.
+    require_extra("datasets.load", "hf-datasets", f"--source {path}")
     hf_datasets = importlib.import_module("datasets")
     try:
         loaded = hf_datasets.load_from_disk(str(path))

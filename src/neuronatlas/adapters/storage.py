@@ -15,6 +15,7 @@ import builtins
 import json
 import os
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -138,7 +139,13 @@ class Storage:
 
     def delete_dir(self, rel: str) -> None:
         if self.exists(rel):
-            self._call(rel, lambda: self.fs.delete_dir(self.path(rel)))
+            self._call(rel, partial(self._delete_if_there, rel))
+
+    def _delete_if_there(self, rel: str) -> None:
+        """Delete a folder that another writer (a Dask worker committing another layer) may have
+        removed in the meantime."""
+        with suppress(FileNotFoundError):
+            self.fs.delete_dir(self.path(rel))
 
     # -- parquet -----------------------------------------------------------------------------
     def write_parquet(self, rel: str, table: pa.Table) -> None:
@@ -244,7 +251,7 @@ class Storage:
             selector = pafs.FileSelector(self.path(folder), recursive=True, allow_not_found=True)
             infos = self._call(folder, lambda selector=selector: self.fs.get_file_info(selector))
             if self.exists(folder) and not any(info.type == pafs.FileType.File for info in infos):
-                self._call(folder, partial(self.fs.delete_dir, self.path(folder)))
+                self._call(folder, partial(self._delete_if_there, folder))
 
     def _ensure_parent(self, rel: str) -> None:
         if not self.is_s3:

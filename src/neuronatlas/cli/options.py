@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
-from click.core import ParameterSource
 
 from neuronatlas.config import Config
 
@@ -77,10 +76,9 @@ def command(
 
 def given(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]:
     """The values typed on the command line (not left at their defaults)."""
+    typed = ("COMMANDLINE", "ENVIRONMENT")  # by name: typer may bring a click of its own
     return {
-        name: value
-        for name, value in values.items()
-        if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+        name: value for name, value in values.items() if getattr(ctx.get_parameter_source(name), "name", "") in typed
     }
 
 

@@ -179,7 +179,7 @@ def _run(ctx: typer.Context, root: str, config: str | None, **values: Any) -> No
 
     configure_environment()
     resolved = _atlas_config(ctx, config, values)
-    check_atlas(root, resolved)
+    plan = check_atlas(root, resolved)
     explain, score, extract = resolved.explain, resolved.score, resolved.extract
     excerpts = "the whole corpus" if extract.limit is None else f"{extract.limit:,} excerpts"
     typer.echo(
@@ -188,7 +188,7 @@ def _run(ctx: typer.Context, root: str, config: str | None, **values: Any) -> No
         f"{explain.explainer} / {score.simulator}, "
         + ("publish to published/atlas." if resolved.publish else "no publish.")
     )
-    result = flows().atlas.atlas(root=root, config=resolved)
+    result = flows().atlas.atlas(root=root, config=resolved, plan=plan)
     from neuronatlas import catalog
 
     [report] = [r for r in catalog.runs(root) if r["run_id"] == result.run_id]
