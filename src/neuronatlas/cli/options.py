@@ -34,9 +34,7 @@ def option(
     )
 
 
-def options_of(
-    config: type[Config], base: Config | None = None, skip: tuple[str, ...] = (), helps: dict[str, str] | None = None
-) -> list[inspect.Parameter]:
+def options_of(config: type[Config], base: Config | None = None) -> list[inspect.Parameter]:
     """A config's fields as options, with `base`'s values as defaults."""
     base = base or config()
     return [
@@ -44,11 +42,10 @@ def options_of(
             parameter_name(config, name),
             field.annotation,
             getattr(base, name),
-            (helps or {}).get(name, field.description),
+            field.description,
             config.options.get(name),
         )
         for name, field in config.model_fields.items()
-        if name not in skip
     ]
 
 

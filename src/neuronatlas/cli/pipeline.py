@@ -167,11 +167,14 @@ def _run_options() -> list[Any]:
 
 
 def _field_help(name: str) -> str | None:
+    """A flat parameter's help: its stage field's docstring (`runner`: the atlas's own)."""
     from neuronatlas.config import flat_fields
 
-    stage, field = flat_fields()[name][0] if name in flat_fields() else ("", name)
-    model = AtlasConfig.model_fields[stage].annotation if stage else None
-    return model.model_fields[field].description if model else AtlasConfig.model_fields["runner"].description  # type: ignore[union-attr]
+    pairs = flat_fields().get(name)
+    if not pairs:
+        return AtlasConfig.model_fields[name].description
+    stage, field = pairs[0]
+    return AtlasConfig.model_fields[stage].annotation.model_fields[field].description  # type: ignore[union-attr]
 
 
 def _run(ctx: typer.Context, root: str, config: str | None, **values: Any) -> None:
