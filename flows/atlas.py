@@ -161,7 +161,7 @@ class Stages:
         started = time.perf_counter()
         scored = on_runner(simulate_and_score, self.runner)(
             root=self.root,
-            options=self.config.llm,
+            options=self.config.llm.after(explained.llm_usage),  # one budget for the whole run
             backend=self.backends[1],
             runner=str(self.runner),
             **{**self.config.score.model_dump(), "explanations": explained.run_id},

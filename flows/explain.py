@@ -26,6 +26,7 @@ from neuronatlas.datasets import explanations as contract
 from neuronatlas.errors import InputError
 from neuronatlas.plans import ExplainPlan, plan_explain
 from neuronatlas.tasks.explain import LayerWork, explain_layer_task
+from neuronatlas.tasks.llm import prefetch_batch, shared_budget_name
 from neuronatlas.version import code_version
 
 
@@ -90,11 +91,18 @@ def explain_neurons(
         "prefect_flow_run_id": str(flow_run.get_id() or ""),
     }
     work = LayerWork(plan, path, params, context, Corpora(storage))
+    if distributed and options.batch:
+        raise InputError("--batch-api: the batch is sent from the flow's process; use --runner local")
+    if options.batch and pending:
+        prefetch_batch(llm, lambda: [work.explain(layer, llm, lambda _: None) for layer in pending], logger)
     with progress(
         "explaining", sum(len(plan.of_layer(layer)) for layer in pending), logger, "neurons", "neurons"
     ) as update:
         if distributed:  # one task per layer, on a worker with its own explainer
-            futures = [(layer, explain_layer_task.submit(work, layer, config.explainer, options)) for layer in pending]
+            budget = shared_budget_name()
+            futures = [
+                (layer, explain_layer_task.submit(work, layer, config.explainer, options, budget)) for layer in pending
+            ]
             gather_layers(futures, llm, plan.of_layer, update)
         else:
             done = 0

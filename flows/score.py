@@ -28,6 +28,7 @@ from neuronatlas.core.summary import explanation_sensitivity_of, summary, verdic
 from neuronatlas.datasets import explanations as contract
 from neuronatlas.errors import InputError
 from neuronatlas.plans import ScorePlan, fit_to_simulator, plan_score
+from neuronatlas.tasks.llm import prefetch_batch, shared_budget_name
 from neuronatlas.tasks.score import ScoreWork, score_layer_task, scorers_for
 from neuronatlas.version import code_version
 
@@ -70,7 +71,10 @@ def simulate_and_score(
     if distributed and backend is not None:
         raise InputError("--runner dask: a backend object cannot be sent to workers; name the simulator")
     llm = CachedBackend(backend or make_backend(config.simulator, "--simulator", options, storage), storage)
-    plan = fit_to_simulator(plan, llm.can_read_digits, llm.id)
+    if distributed and options.batch:
+        raise InputError("--batch-api: the batch is sent from the flow's process; use --runner local")
+    plan = fit_to_simulator(plan, llm)
+    logger.info("%s", plan.choice)
     work = _score_work(plan, llm, options)
     pending = [layer for layer in work.layers if _needs_scoring(storage, work, layer)]
     logger.info(
@@ -83,9 +87,13 @@ def simulate_and_score(
     )
     started = time.perf_counter()
     todo = [pair for pair in work.neurons if pair[0] in pending]
+    if options.batch and pending:
+        asking = scorers_for(plan, llm, options, encoder=False)
+        prefetch_batch(llm, lambda: [work.outcomes(layer, asking, lambda _: None) for layer in pending], logger)
     with progress("simulating", len(todo), logger, "neurons", "neurons") as update:
         if distributed:  # one task per layer, on a worker with models of its own
-            futures = [(layer, score_layer_task.submit(work, layer, options)) for layer in pending]
+            budget = shared_budget_name()
+            futures = [(layer, score_layer_task.submit(work, layer, options, budget)) for layer in pending]
             gather_layers(futures, llm, work.of_layer, update)
         else:
             scorers = scorers_for(plan, llm, options)
@@ -123,6 +131,7 @@ def _score_work(plan: ScorePlan, llm: CachedBackend, options: LLMOptions) -> Sco
         "explanations_run": plan.explanations_run,
         "activations_run": activation_run.run_id,
         "simulator": llm.id if simulating else None,
+        "scorer_choice": plan.choice,
         "sign": sign,
         "parameters": parameters,
         "code_version": code_version(),

@@ -8,7 +8,7 @@ must score far above the null. Writes `validity/<run>/report.md`, `gaps.png` and
 """
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -30,7 +30,7 @@ from neuronatlas.datasets import corpus as corpus_contract
 from neuronatlas.datasets import explanations as contract
 from neuronatlas.flows.explain import explain_neurons
 from neuronatlas.flows.score import simulate_and_score
-from neuronatlas.plans import ValidityPlan, plan_validity
+from neuronatlas.plans import ValidityPlan, fit_scorers, plan_validity
 from neuronatlas.version import code_version
 
 ORACLE_WINDOWS = 600
@@ -70,6 +70,10 @@ def validity(
         if config.simulator == config.explainer
         else make_backend(config.simulator, "--simulator", options, storage)
     )
+    if set(plan.scorers) - {"embedding"}:  # auto as this simulator allows
+        scorers, choice = fit_scorers(config.scorers, simulate_llm)
+        plan = replace(plan, scorers=scorers)
+        get_run_logger().info("%s", choice)
     parameters = {
         "formats": list(plan.formats),
         "samples": config.samples,

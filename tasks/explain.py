@@ -14,7 +14,7 @@ from neuronatlas.adapters.llm_cache import CachedBackend, UsageReport
 from neuronatlas.adapters.runners import worker_name
 from neuronatlas.catalog.records import Corpora
 from neuronatlas.config import LLMOptions
-from neuronatlas.core.explain import explain_records
+from neuronatlas.core.explain import ExplainedNeuron, explain_records
 from neuronatlas.core.llm import GenerationParams, LLMBackend
 from neuronatlas.datasets import explanations as contract
 from neuronatlas.expectations import explanations as suites
@@ -34,11 +34,16 @@ class LayerWork:
     corpora: Corpora
     """The corpus tokens, read once for every layer."""
 
+    def explain(self, layer: int, llm: LLMBackend, on_chunk: Any) -> list[ExplainedNeuron]:
+        """The layer's neurons explained (nothing written)."""
+        plan, config = self.plan, self.plan.config
+        records = load_records(plan.storage, plan.run, layer, plan.of_layer(layer), config.sign, self.corpora)
+        return explain_records(llm, records, self.params, config.prompt_format, config.scale, on_chunk)
+
     def run(self, layer: int, llm: LLMBackend, on_chunk: Any) -> None:
         """Explain the layer's neurons and commit its partition."""
         plan, config = self.plan, self.plan.config
-        records = load_records(plan.storage, plan.run, layer, plan.of_layer(layer), config.sign, self.corpora)
-        explained = explain_records(llm, records, self.params, config.prompt_format, config.scale, on_chunk)
+        explained = self.explain(layer, llm, on_chunk)
         table = contract.explanations_table(layer, explained)
         failures = Counter(reason for reason in table["failure_reason"].to_pylist() if reason)
         context = {
@@ -54,9 +59,12 @@ class LayerWork:
 
 
 @task(cache_policy=NO_CACHE)
-def explain_layer_task(work: LayerWork, layer: int, explainer: str, options: LLMOptions) -> UsageReport:
-    """One layer's neurons on a Dask worker, with an explainer of its own; returns what it spent."""
+def explain_layer_task(
+    work: LayerWork, layer: int, explainer: str, options: LLMOptions, budget: str | None = None
+) -> UsageReport:
+    """One layer's neurons on a Dask worker, with an explainer of its own that spends from the
+    stage's shared `budget`; returns what it spent."""
     storage = work.plan.storage
-    llm = CachedBackend(make_backend(explainer, "--explainer", options, storage), storage)
+    llm = CachedBackend(make_backend(explainer, "--explainer", options, storage, budget), storage)
     work.run(layer, llm, lambda _: None)
     return llm.report()

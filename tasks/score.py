@@ -20,6 +20,7 @@ from neuronatlas.catalog.runs import ActivationRun
 from neuronatlas.config import LLMOptions
 from neuronatlas.core.llm import LLMBackend
 from neuronatlas.core.scorers import Scorer, build_scorers, retryable_failures, score_neuron
+from neuronatlas.core.scorers.base import NeuronOutcome
 from neuronatlas.datasets import explanations as contract
 from neuronatlas.expectations import explanations as suites
 from neuronatlas.plans import ScorePlan
@@ -27,12 +28,12 @@ from neuronatlas.tasks.commit import commit_layer
 from neuronatlas.tasks.llm import load_records
 
 
-def scorers_for(plan: ScorePlan, llm: LLMBackend, options: LLMOptions) -> list[Scorer]:
-    """The plan's scorers around this simulator (and an encoder on the LLM device)."""
+def scorers_for(plan: ScorePlan, llm: LLMBackend, options: LLMOptions, encoder: bool = True) -> list[Scorer]:
+    """The plan's scorers around this simulator (and an encoder on the LLM device; `encoder`
+    False: the scorers that ask the LLM only)."""
     config = plan.config
-    return build_scorers(
-        plan.scorers, llm, lambda: Encoder(options.device), plan.method, config.scale, config.placeholder
-    )
+    chosen = plan.scorers if encoder else tuple(name for name in plan.scorers if name != "embedding")
+    return build_scorers(chosen, llm, lambda: Encoder(options.device), plan.method, config.scale, config.placeholder)
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,8 @@ class ScoreWork:
     def of_layer(self, layer: int) -> list[int]:
         return [neuron for chosen_layer, neuron in self.neurons if chosen_layer == layer]
 
-    def run(self, layer: int, scorers: list[Scorer], on_neuron: Any) -> None:
-        """Score the layer's explanations with every scorer and commit its partitions."""
+    def outcomes(self, layer: int, scorers: list[Scorer], on_neuron: Any) -> list[NeuronOutcome]:
+        """The layer's explanations scored by every scorer (nothing written)."""
         neurons = self.of_layer(layer)
         read = load_records(
             self.plan.storage, self.activation_run, layer, neurons, self.sign, self.corpora, self.partner
@@ -76,6 +77,11 @@ class ScoreWork:
             partner = records.get(self.partner.get((layer, neuron), (-1, -1)))
             outcomes.append(score_neuron(scorers, records[(layer, neuron)], rows[neuron], partner))
             on_neuron(done)
+        return outcomes
+
+    def run(self, layer: int, scorers: list[Scorer], on_neuron: Any) -> None:
+        """Score the layer's explanations with every scorer and commit its partitions."""
+        outcomes = self.outcomes(layer, scorers, on_neuron)
         tables = contract.layer_tables(layer, outcomes)
         context = {
             **self.context,
@@ -90,9 +96,10 @@ class ScoreWork:
 
 
 @task(cache_policy=NO_CACHE)
-def score_layer_task(work: ScoreWork, layer: int, options: LLMOptions) -> UsageReport:
-    """One layer's explanations on a Dask worker, with a simulator and encoder of its own."""
+def score_layer_task(work: ScoreWork, layer: int, options: LLMOptions, budget: str | None = None) -> UsageReport:
+    """One layer's explanations on a Dask worker, with a simulator and encoder of its own; the
+    simulator spends from the stage's shared `budget`."""
     storage = work.plan.storage
-    llm = CachedBackend(make_backend(work.plan.config.simulator, "--simulator", options, storage), storage)
+    llm = CachedBackend(make_backend(work.plan.config.simulator, "--simulator", options, storage, budget), storage)
     work.run(layer, scorers_for(work.plan, llm, options), lambda _: None)
     return llm.report()

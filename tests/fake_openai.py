@@ -5,6 +5,7 @@ in progress for a set number of polls. Used to test the `openai:` backend agains
 
 import email.parser
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,16 +32,36 @@ class FaultyServer:
         self.batches: dict[str, dict[str, Any]] = {}
         self.polls_before_done = 0
         """Retrievals a new batch answers `in_progress` before it completes."""
+        self.tokens_served = 0
+        """Prompt and completion tokens of every answer sent, as its `usage` said."""
+        self.choice_logprobs: Callable[[list[dict[str, str]]], dict[str, float]] | None = None
+        """When set, a request asking for `logprobs` gets the first answer token's alternatives:
+        this function's {token: probability}. Unset: logprobs are ignored, as by a server without them."""
 
     def completion(self, body: dict[str, Any]) -> dict[str, Any]:
         text = self.answer(body["messages"])
         prompt_tokens = sum(len(m["content"]) // 4 for m in body["messages"])
+        with self.lock:
+            self.tokens_served += prompt_tokens + 7
+        choice: dict[str, Any] = {
+            "index": 0,
+            "finish_reason": "stop",
+            "message": {"role": "assistant", "content": text},
+        }
+        if body.get("logprobs") and self.choice_logprobs is not None:
+            alternatives = sorted(self.choice_logprobs(body["messages"]).items(), key=lambda item: -item[1])
+            top = [
+                {"token": token, "logprob": math.log(p), "bytes": list(token.encode())}
+                for token, p in alternatives[: body.get("top_logprobs", 0)]
+            ]
+            choice["message"]["content"] = alternatives[0][0]
+            choice["logprobs"] = {"content": [{**top[0], "top_logprobs": top}]}
         return {
             "id": "chatcmpl-test",
             "object": "chat.completion",
             "created": 0,
             "model": body["model"],
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+            "choices": [choice],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 7, "total_tokens": prompt_tokens + 7},
         }
 

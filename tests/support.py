@@ -35,6 +35,8 @@ class ScriptedBackend:
     with the activation format (a parse failure), every other sample with the weakest token."""
 
     can_read_digits = True
+    can_read_choices = True
+    abilities = "scripted: reads every readout"
 
     def __init__(self, name: str = "scripted:v1", crash_after: int | None = None) -> None:
         from neuronatlas.core.llm import Usage

@@ -149,6 +149,7 @@ class LLMOptions(Config):
         "poll_s": "--poll-seconds",
         "max_wait_s": "--max-wait-seconds",
         "batch_size": "--llm-batch-size",
+        "tokenizer": "--llm-tokenizer",
     }
     base_url: str | None = None
     """OpenAI-compatible server for openai: backends."""
@@ -160,6 +161,8 @@ class LLMOptions(Config):
     """Seconds before a request times out (openai: backends)."""
     budget_tokens: int | None = None
     """Hard limit on LLM tokens (openai: backends)."""
+    tokenizer: str | None = None
+    """Shipped model or folder whose tokenizer bounds openai: prompts for the budget (default: UTF-8 bytes)."""
     budget_usd: float | None = None
     """Hard limit in dollars (with --usd-per-m-in/out)."""
     usd_per_million_prompt: float = 0.0
@@ -178,6 +181,16 @@ class LLMOptions(Config):
     """bf16 or fp32 (local: backends)."""
     batch_size: int = 8
     """Excerpts per forward pass (local: backends)."""
+
+    def after(self, spent: dict[str, Any]) -> "LLMOptions":
+        """These options with the budgets less what an earlier stage `spent` (its usage manifest:
+        prompt_tokens, completion_tokens, cost_usd), so that one budget holds for a whole run."""
+        tokens, usd = self.budget_tokens, self.budget_usd
+        if tokens is not None:
+            tokens = max(0, tokens - int(spent.get("prompt_tokens", 0)) - int(spent.get("completion_tokens", 0)))
+        if usd is not None:
+            usd = max(0.0, usd - float(spent.get("cost_usd", 0.0)))
+        return self.model_copy(update={"budget_tokens": tokens, "budget_usd": usd})
 
 
 class ValidityConfig(Config):

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from neuronatlas.adapters.llm import check_backend, parse_backend
+from neuronatlas.adapters.llm import check_backend, check_batch, parse_backend
 from neuronatlas.adapters.storage import Storage
 from neuronatlas.catalog.records import SIGNS
 from neuronatlas.catalog.runs import ActivationRun, committed_corpus, committed_run, find_activation_run
@@ -22,8 +22,9 @@ from neuronatlas.config import (
     ValidityConfig,
 )
 from neuronatlas.core.layers import parse_layers, parse_neurons, spread_layers, spread_neurons
+from neuronatlas.core.llm import LLMBackend
 from neuronatlas.core.prompts import FORMATS
-from neuronatlas.core.scorers import choose_scorers, parse_names
+from neuronatlas.core.scorers import SCORERS, choose_scorers, parse_names
 from neuronatlas.core.scorers.choices import READS_CHOICES
 from neuronatlas.core.scorers.simulation import METHODS, choose_method
 from neuronatlas.errors import InputError
@@ -134,6 +135,7 @@ def check_explain(config: ExplainConfig, options: LLMOptions | None) -> None:
     in), samples, sign, prompt format, scale."""
     if options is not None:
         check_backend(config.explainer, "--explainer", options)
+        check_batch(options, "local", (config.explainer, "--explainer"))
     if config.samples < 1:
         raise InputError(f"--samples {config.samples}: must be at least 1")
     if config.sign not in SIGNS:
@@ -176,6 +178,8 @@ class ScorePlan:
     method: str
     """The simulation method, `auto` resolved for the simulator named."""
     scorers: tuple[str, ...]
+    choice: str = ""
+    """Which scorers and method run, and why (see `fit_to_simulator`)."""
 
 
 def check_score(config: ScoreConfig, options: LLMOptions | None) -> tuple[str, tuple[str, ...]]:
@@ -183,8 +187,9 @@ def check_score(config: ScoreConfig, options: LLMOptions | None) -> tuple[str, t
     is None (a backend object was passed in)."""
     local = parse_backend(config.simulator, "--simulator").kind == "local"
     scorers = _choice(config.scorers, "--scorers", choose_scorers, local)
-    if options is not None and "simulation" in scorers:
+    if options is not None and set(scorers) - {"embedding"}:
         check_backend(config.simulator, "--simulator", options)
+        check_batch(options, "local", (config.simulator, "--simulator"))
     if config.method not in METHODS:
         raise InputError(f"--method {config.method}: expected one of {', '.join(METHODS)}")
     if not local and config.method in ("line-by-line", "all-at-once"):
@@ -203,21 +208,35 @@ def plan_score(root: str, config: ScoreConfig, options: LLMOptions | None) -> Sc
     return ScorePlan(config, storage, run, manifest, method, scorers)
 
 
-def fit_to_simulator(plan: ScorePlan, reads_digits: bool, simulator_id: str) -> ScorePlan:
-    """The plan against the simulator actually built: `auto` without prompt probabilities drops
-    the scorers that need them; asking for them, or for a method that needs them, is an error."""
+def fit_scorers(value: str, llm: LLMBackend) -> tuple[tuple[str, ...], str]:
+    """`--scorers` against the simulator actually built, and why: `auto` leaves out the Yes/No
+    scorers when it cannot read a one-token answer's probabilities (an API without logprobs);
+    naming one then is an error."""
+    names = choose_scorers(value, True) if value.strip() == "auto" else parse_names(value, tuple(SCORERS))
+    wants_choices = [name for name in READS_CHOICES if name in names]
+    if not wants_choices:
+        return names, f"scorers {', '.join(names)} ({value.strip()}): simulator {llm.id}"
+    if llm.can_read_choices:
+        return names, f"scorers {', '.join(names)} ({value.strip()}): {llm.id}: {llm.abilities}"
+    if value.strip() != "auto":
+        raise InputError(f"--scorers {','.join(wants_choices)}: {llm.id}: {llm.abilities}")
+    kept = tuple(name for name in names if name not in READS_CHOICES)
+    note = f"scorers {', '.join(kept)} (auto, without {', '.join(wants_choices)}): {llm.id}: {llm.abilities}"
+    return kept, note
+
+
+def fit_to_simulator(plan: ScorePlan, llm: LLMBackend) -> ScorePlan:
+    """The plan against the simulator actually built (see `fit_scorers`); a method that needs
+    prompt probabilities it cannot read is an error."""
     from dataclasses import replace
 
-    if reads_digits:
-        return plan
-    if plan.method in ("line-by-line", "all-at-once"):
-        raise InputError(f"--method {plan.method}: {simulator_id} cannot read prompt probabilities")
-    if plan.config.scorers.strip() == "auto":
-        return replace(plan, scorers=choose_scorers("auto", reads_probabilities=False))
-    asks = [name for name in READS_CHOICES if name in plan.scorers]
-    if asks:
-        raise InputError(f"--scorers {','.join(asks)}: {simulator_id} cannot read prompt probabilities")
-    return plan
+    if not llm.can_read_digits and plan.method in ("line-by-line", "all-at-once"):
+        raise InputError(f"--method {plan.method}: {llm.id} cannot read prompt probabilities")
+    llm_scorers = [name for name in plan.scorers if name != "embedding"]
+    if not llm_scorers and plan.config.scorers.strip() != "auto":
+        return replace(plan, choice=f"scorers {', '.join(plan.scorers)}: no simulator needed")
+    scorers, note = fit_scorers(plan.config.scorers, llm)
+    return replace(plan, scorers=scorers, choice=f"{note}; method {plan.method}")
 
 
 # -- validity ----------------------------------------------------------------------------------
@@ -243,8 +262,9 @@ def plan_validity(root: str, config: ValidityConfig, options: LLMOptions | None)
         raise InputError(f"--neurons {config.neurons}: the permutation null needs at least 2")
     if options is not None:
         check_backend(config.explainer, "--explainer", options)
-        if "simulation" in scorers:
+        if set(scorers) - {"embedding"}:
             check_backend(config.simulator, "--simulator", options)
+        check_batch(options, "local", (config.explainer, "--explainer"), (config.simulator, "--simulator"))
     storage = Storage.open(root)
     run = find_activation_run(storage, config.activations)
     spec = ",".join(map(str, spread_layers(run.layers, 3))) if config.layers == "auto" else config.layers
@@ -270,6 +290,10 @@ def check_atlas(root: str, config: AtlasConfig) -> IngestPlan:
     from neuronatlas.adapters.runners import check_runner
 
     check_runner(config.runner)
-    check_score(config.score, config.llm)
-    check_explain(config.explain, config.llm)
+    check_batch(
+        config.llm, config.runner, (config.explain.explainer, "--explainer"), (config.score.simulator, "--simulator")
+    )
+    single = config.llm.model_copy(update={"batch": False})  # each stage alone may be local
+    check_score(config.score, single)
+    check_explain(config.explain, single)
     return plan_ingest(root, config.ingest)

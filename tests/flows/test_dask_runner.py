@@ -24,7 +24,7 @@ configure_environment()
 from neuronatlas.config import LLMOptions
 from neuronatlas.flows.atlas import atlas
 arguments = json.loads(sys.argv[1])
-arguments["options"] = LLMOptions(base_url=arguments.pop("base_url"))
+arguments["options"] = LLMOptions(base_url=arguments.pop("base_url"), budget_tokens=arguments.pop("budget", None))
 result = atlas(**arguments)
 print("RUN", result.run_id, result.status)
 """
@@ -70,16 +70,30 @@ def test_the_atlas_on_a_dask_cluster_publishes_what_the_local_runner_does(
         "explainer": "openai:m",
         "simulator": "openai:m",
     }
+    server = FaultyServer(answer)
     with (
         LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
         Client(cluster) as client,
-        serve(FaultyServer(answer)) as url,
+        serve(server) as url,
     ):
         workers = set(client.scheduler_info()["workers"])
         on_dask = tmp_path / "dask"
         run_atlas(prefect_server, root=str(on_dask), runner=f"dask:{cluster.scheduler_address}", base_url=url, **common)
         local = tmp_path / "local"
+        spent_before = server.tokens_served
         run_atlas(prefect_server, root=str(local), runner="local", base_url=url, **common)
+        whole_run = server.tokens_served - spent_before
+
+        # one budget for the run across both workers: 60% of what the run needs. Were it a budget
+        # per worker (each layer, half the run, fits in 60%), the run would spend all of it.
+        budget = int(0.6 * whole_run)
+        spent_before = server.tokens_served
+        capped = tmp_path / "capped"
+        dask = f"dask:{cluster.scheduler_address}"
+        run_atlas(
+            prefect_server, root=str(capped), runner=dask, base_url=url, budget=budget, publish_table=False, **common
+        )
+        assert 0 < server.tokens_served - spent_before <= budget
     pd.testing.assert_frame_equal(rows(on_dask), rows(local))
     assert len(rows(local)) > 0
     # every layer partition was committed by a Dask worker, not the flow's process
@@ -94,3 +108,7 @@ def test_the_atlas_on_a_dask_cluster_publishes_what_the_local_runner_does(
     local_manifests = Storage.open(str(local))
     [explained] = local_manifests.list("explanations")
     assert local_manifests.manifest(f"explanations/{explained}/layer=0")["worker"] == "local"
+    capped_storage = Storage.open(str(capped))
+    [scored] = capped_storage.list("scores")
+    reasons = capped_storage.read_parquet(f"scores/{scored}").to_pandas()["failure_reason"].dropna()
+    assert reasons.str.contains("budget exhausted").any()  # the cap stopped requests, recorded as failures

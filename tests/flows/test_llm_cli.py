@@ -92,7 +92,9 @@ def test_openai_backend_through_the_cli_with_a_local_server(root: str) -> None:
     assert (simulations["simulated_activations"].map(list) == numbers).all()
     kinds = [kind for _, kind, _ in server.requests]
     assert kinds[:2] == ["429", "500"]
-    assert kinds.count("ok") == 1 + len(simulations)  # the explanation, then one request per scored excerpt
+    # the explanation; the probe for top_logprobs (auto scorers); one request per scored excerpt
+    assert kinds.count("ok") == 1 + 1 + len(simulations)
+    assert sum(1 for _, _, body in server.requests if body.get("top_logprobs")) == 1
 
 
 def tokens_of(storage: Storage, sequence_id: int) -> list[str]:

@@ -239,7 +239,7 @@ def test_a_budget_stops_cleanly_and_a_rerun_asks_only_for_the_rest(root: str) ->
 
     server = FaultyServer(lambda _messages: "the main thing this neuron does is find commas.")
     with serve(server) as url:
-        tight = LLMOptions(base_url=url, concurrency=1, budget_tokens=4_000)
+        tight = LLMOptions(base_url=url, concurrency=1, budget_tokens=11_000)  # about two neurons
         first = explain_neurons(root=root, explainer="openai:m", options=tight, **SELECTION)
         early = simulate_and_score(root=root, backend=ScriptedBackend())  # scores of the partial explanations
         sent_first = len(server.requests)

@@ -1,7 +1,8 @@
 """The `openai:` backend against a real OpenAI-compatible server process: llama-cpp-python's server
-serving the shipped Qwen2.5-Coder-0.5B GGUF (built portable, `CMAKE_ARGS=-DGGML_NATIVE=OFF`).
-Only chat completions are used (explanations, JSON simulation): its prompt log-probs are shifted
-by one position, which is why all-at-once simulation never goes through a server here."""
+serving the shipped Qwen2.5-Coder-0.5B GGUF (built portable, `CMAKE_ARGS=-DGGML_NATIVE=OFF`):
+explanations, JSON simulation, and Yes/No readouts from `top_logprobs`, which match the same
+weights run in process. (Its echoed prompt log-probs are shifted by one position: no all-at-once
+simulation through this server.)"""
 
 from neuronatlas.adapters.openai_llm import OpenAIBackend
 from neuronatlas.core.explain import Record, json_simulations
@@ -39,3 +40,31 @@ def test_json_simulation_through_a_real_server_aligns_or_fails_with_a_reason(lla
     else:
         assert len(simulation.values) == len(tokens)
         assert ((simulation.values >= 0) & (simulation.values <= 9)).all()
+
+
+READOUT_TOLERANCE = 0.05
+"""|P(Yes | Yes or No)| between the server and the same GGUF weights in process (fp32). Measured
+up to 0.025: llama.cpp computes with the Q4_K_M blocks, transformers with their dequantised
+float weights; the server's prompt cache (a partly shared prefix) moves it by up to 0.007."""
+
+
+def test_yes_no_readouts_over_the_server_match_the_same_weights_in_process(llama_server: str) -> None:
+    from neuronatlas.adapters.local_llm import LocalBackend
+    from neuronatlas.core.prompts import detection_prompt
+
+    prompt = detection_prompt("years written as four-digit numbers.")
+    texts = [
+        "The bridge opened in 1932 and closed in 1987.",
+        "She walked to the market with her brother.",
+        "Elections were held in 1990.",
+    ]
+    api = OpenAIBackend("qwen-0.5b", base_url=llama_server, concurrency=1, timeout_s=120)
+    assert api.can_read_choices, api.abilities  # the probe found top_logprobs
+    remote = api.read_choices(prompt, texts)
+    assert remote.failure is None, remote.failure
+    local = LocalBackend("qwen2.5-coder-0.5b", device="cpu", dtype="fp32").read_choices(prompt, texts)
+    assert local.failure is None, local.failure
+    for (remote_yes, remote_no), (local_yes, local_no) in zip(remote.probabilities, local.probabilities, strict=True):
+        assert remote_yes + remote_no > 0.5  # the answer is almost surely Yes or No
+        assert abs(remote_yes / (remote_yes + remote_no) - local_yes / (local_yes + local_no)) <= READOUT_TOLERANCE
+    assert api.usage.calls == 1 + len(texts)  # the probe, then one request per text

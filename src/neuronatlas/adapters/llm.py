@@ -3,8 +3,9 @@ they implement is `core/llm.py`).
 
 - `local:<model>`: in-process transformers (`local_llm.py`); reads digit probabilities from the
   prompt itself (all-at-once simulation).
-- `openai:<model>`: any OpenAI-compatible server (`openai_llm.py`); chat only, so it simulates
-  with the JSON format.
+- `openai:<model>`: any OpenAI-compatible server (`openai_llm.py`): chat completions, so it
+  simulates with the JSON format; detection and fuzzing read `top_logprobs` where the server
+  returns them. `--batch-api` sends a stage's requests as one OpenAI batch.
 """
 
 import os
@@ -44,21 +45,54 @@ def check_backend(value: str, option: str, options: LLMOptions) -> None:
     require_extra("openai", "openai", f"{option} {value}")
     if options.base_url is None and not os.environ.get("OPENAI_API_KEY"):
         raise InputError(f"{option} {value}: set OPENAI_API_KEY (or pass --base-url for a local server)")
+    if options.tokenizer is not None:
+        from neuronatlas.adapters.models import resolve_model
+
+        try:
+            resolve_model(options.tokenizer)
+        except InputError as error:
+            raise InputError(f"--llm-tokenizer {options.tokenizer}: {error}") from None
 
 
-def make_backend(value: str, option: str, options: LLMOptions, store: Any = None) -> LLMBackend:
+def check_batch(options: LLMOptions, runner: str, *values: tuple[str, str]) -> None:
+    """`--batch-api` needs an openai: backend among the (value, option) pairs, and the flow's
+    process (the batch is collected there)."""
+    if not options.batch:
+        return
+    if all(parse_backend(value, option).kind != "openai" for value, option in values):
+        named = ", ".join(f"{option} {value}" for value, option in values)
+        raise InputError(f"--batch-api: {named}: the Batch API needs an openai: backend")
+    if runner != "local":
+        raise InputError(f"--batch-api: the batch is sent from the flow's process; use --runner local, not {runner}")
+
+
+def make_backend(
+    value: str, option: str, options: LLMOptions, store: Any = None, shared_budget: str | None = None
+) -> LLMBackend:
     """Build the backend a `--explainer` / `--simulator` value names (`store`: the `Storage` where
-    batch mode keeps its batch ids)."""
+    batch mode keeps its batch ids and the probe its findings; `shared_budget`: the name of the
+    budget the Dask workers of one stage share)."""
     spec = parse_backend(value, option)
     if spec.kind == "local":
         from neuronatlas.adapters.local_llm import LocalBackend
 
         return LocalBackend(spec.model, options.device, options.dtype, options.batch_size)
-    from neuronatlas.adapters.openai_llm import Budget, OpenAIBackend
+    from neuronatlas.adapters.openai_llm import Budget, OpenAIBackend, byte_bound, tokenizer_bound
 
     budget = Budget(
         options.budget_tokens, options.budget_usd, options.usd_per_million_prompt, options.usd_per_million_completion
     )
     return OpenAIBackend(
-        spec.model, options.base_url, options.concurrency, options.max_retries, options.timeout_s, budget
+        spec.model,
+        options.base_url,
+        options.concurrency,
+        options.max_retries,
+        options.timeout_s,
+        budget,
+        batch=options.batch,
+        store=store,
+        poll_s=options.poll_s,
+        max_wait_s=options.max_wait_s,
+        prompt_bound=byte_bound if options.tokenizer is None else tokenizer_bound(options.tokenizer),
+        shared_budget=shared_budget,
     )

@@ -45,6 +45,14 @@ class CachedBackend:
     def usage(self) -> Usage:
         return self.backend.usage
 
+    @property
+    def can_read_choices(self) -> bool:
+        return self.backend.can_read_choices
+
+    @property
+    def abilities(self) -> str:
+        return self.backend.abilities
+
     def report(self) -> UsageReport:
         return UsageReport(self.usage, self.hits, self.misses)
 

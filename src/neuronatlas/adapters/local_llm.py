@@ -36,6 +36,8 @@ class LocalBackend:
     """An in-process chat model (see module docstring)."""
 
     can_read_digits = True
+    can_read_choices = True
+    abilities = "an in-process model: every readout reads its next-token probabilities"
 
     def __init__(
         self,

@@ -1,16 +1,28 @@
 """`openai:<model>`: any OpenAI-compatible chat server (OpenAI, vLLM, Ollama, llama.cpp...).
 
-Requests run concurrently (bounded by a semaphore) on the `openai` async client, which already
-retries 429, 5xx, timeouts and dropped connections with exponential backoff and honours
-Retry-After. A hard budget in tokens and/or dollars is reserved before each request (prompt
-estimate + max answer), so it is never exceeded: once spent, the remaining requests are failures
-"budget exhausted" and the stage ends cleanly. The API key comes from `OPENAI_API_KEY` when the
-backend is built and appears in no log, manifest or failure reason.
+Every question becomes chat-completion request bodies; how they travel is separate:
 
-Batch mode (the OpenAI Batch API, half price for offline runs): the requests of a call go up as
-one JSONL file, the batch id is stored under the root (`llm_batches/`) before polling starts, and
-a rerun with the same requests (after a crash, or after `max_wait_s` ran out) polls that batch
-instead of submitting a new one.
+- **Direct**: concurrently (bounded by a semaphore) on the `openai` async client, which retries
+  429, 5xx, timeouts and dropped connections with exponential backoff and honours Retry-After.
+- **Batch** (the OpenAI Batch API, half price for offline runs): requests go up as one JSONL file
+  whose lines are named by the sha256 of their body; each batch's id and request names are stored
+  under the root (`llm_batches/`) before polling starts. A later call (a rerun after a crash, or
+  after `max_wait_s` ran out) that asks for requests some stored batch holds polls that batch
+  instead of submitting them again; only requests no batch answered go up in a new one. A stage
+  uses `collecting()` then `flush()` so that all of its requests form one batch (`tasks/llm.py`).
+
+A hard budget in tokens and/or dollars is reserved before each request (an upper bound of the
+prompt's tokens + the most the answer may use), so it is never exceeded: once spent, the
+remaining requests are failures "budget exhausted" and the stage ends cleanly. The prompt bound is
+the model's own chat template and tokenizer where `--llm-tokenizer` names one, else the UTF-8
+bytes of the messages (a byte-level or byte-fallback tokenizer never makes more tokens than bytes)
+plus a per-message allowance for the template. The server's own token counts settle the account.
+
+Yes/No readouts (detection, fuzzing) ask for a one-token answer with `top_logprobs` and sum each
+choice's variants (" Yes", "yes"...). A probe request at first use finds out whether the server
+returns them; a positive answer is remembered under the root (a negative one
+is asked again by the next run). The API key comes from
+`OPENAI_API_KEY` when the backend is built and appears in no log, manifest or failure reason.
 """
 
 import asyncio
@@ -21,17 +33,28 @@ import math
 import os
 import threading
 import time
-from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 from neuronatlas.adapters.storage import Storage
 from neuronatlas.core.llm import ChoiceReadout, DigitReadout, Generation, GenerationParams, Usage
-from neuronatlas.core.prompts import AllAtOncePrompt, ChatPrompt, ChoicePrompt, LineByLinePrompt
+from neuronatlas.core.prompts import EXCERPT_MARK, AllAtOncePrompt, ChatPrompt, ChoicePrompt, LineByLinePrompt
 from neuronatlas.errors import InputError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+BATCH_DIR = "llm_batches"
+TOP_LOGPROBS = 20
+"""Alternatives asked for per answer token (OpenAI's maximum)."""
+MESSAGE_ALLOWANCE = 16
+"""Template tokens allowed per message when no tokenizer is known (role markers, separators)."""
+REQUEST_ALLOWANCE = 64
+"""Template tokens allowed per request when no tokenizer is known (generation prompt, a default
+system message some templates add)."""
+DEFERRED = "deferred to this stage's batch"
 
 
 @dataclass(frozen=True)
@@ -48,7 +71,7 @@ class Budget:
         return (prompt_tokens * self.usd_per_million_prompt + completion_tokens * self.usd_per_million_completion) / 1e6
 
 
-class _Ledger:
+class Ledger:
     """Spent and reserved tokens and dollars, shared by the concurrent requests of a backend."""
 
     def __init__(self, budget: Budget, usage: Usage) -> None:
@@ -63,13 +86,17 @@ class _Ledger:
         usd = self.budget.cost(prompt_tokens, completion_tokens)
         with self.lock:
             spent_tokens = self.usage.prompt_tokens + self.usage.completion_tokens + self.reserved_tokens
-            if self.budget.max_tokens is not None and spent_tokens + tokens > self.budget.max_tokens:
-                return f"budget exhausted ({spent_tokens:,} of {self.budget.max_tokens:,} tokens spent or reserved)"
-            spent_usd = self.usage.cost_usd + self.reserved_usd
-            if self.budget.max_usd is not None and spent_usd + usd > self.budget.max_usd:
-                return f"budget exhausted (${spent_usd:.4f} of ${self.budget.max_usd:.4f} spent or reserved)"
-            self.reserved_tokens += tokens
-            self.reserved_usd += usd
+            refusal = self.refusal(spent_tokens, self.usage.cost_usd + self.reserved_usd, tokens, usd)
+            if refusal is None:
+                self.reserved_tokens += tokens
+                self.reserved_usd += usd
+        return refusal
+
+    def refusal(self, spent_tokens: int, spent_usd: float, tokens: int, usd: float) -> str | None:
+        if self.budget.max_tokens is not None and spent_tokens + tokens > self.budget.max_tokens:
+            return f"budget exhausted ({spent_tokens:,} of {self.budget.max_tokens:,} tokens spent or reserved)"
+        if self.budget.max_usd is not None and spent_usd + usd > self.budget.max_usd:
+            return f"budget exhausted (${spent_usd:.4f} of ${self.budget.max_usd:.4f} spent or reserved)"
         return None
 
     def settle(self, reserved: tuple[int, int], prompt_tokens: int, completion_tokens: int) -> None:
@@ -81,10 +108,104 @@ class _Ledger:
             self.usage.cost_usd += self.budget.cost(prompt_tokens, completion_tokens)
 
 
-def estimate_tokens(messages: Sequence[tuple[str, str]]) -> int:
-    """A safe over-estimate of a prompt's tokens (about 3 characters a token, plus per-message
-    overhead), used only to reserve budget."""
-    return sum(math.ceil(len(content) / 3) + 8 for _, content in messages)
+class SharedLedger(Ledger):
+    """One budget for the backends of every Dask worker of a stage: the spent and reserved totals
+    live on the Dask scheduler (a `distributed.Variable` named after the stage's invocation,
+    changed only under a `distributed.Lock` of the same name); this backend's own usage is kept
+    as well, for its report."""
+
+    def __init__(self, name: str, budget: Budget, usage: Usage) -> None:
+        super().__init__(budget, usage)
+        self.name = name
+
+    def reserve(self, prompt_tokens: int, completion_tokens: int) -> str | None:
+        tokens = prompt_tokens + completion_tokens
+        usd = self.budget.cost(prompt_tokens, completion_tokens)
+        with self._shared() as state:
+            refusal = self.refusal(
+                state["tokens"] + state["reserved_tokens"], state["usd"] + state["reserved_usd"], tokens, usd
+            )
+            if refusal is None:
+                state["reserved_tokens"] += tokens
+                state["reserved_usd"] += usd
+        return refusal
+
+    def settle(self, reserved: tuple[int, int], prompt_tokens: int, completion_tokens: int) -> None:
+        with self._shared() as state:
+            state["reserved_tokens"] -= sum(reserved)
+            state["reserved_usd"] -= self.budget.cost(*reserved)
+            state["tokens"] += prompt_tokens + completion_tokens
+            state["usd"] += self.budget.cost(prompt_tokens, completion_tokens)
+        with self.lock:
+            self.usage.prompt_tokens += prompt_tokens
+            self.usage.completion_tokens += completion_tokens
+            self.usage.cost_usd += self.budget.cost(prompt_tokens, completion_tokens)
+
+    @contextmanager
+    def _shared(self) -> Iterator[dict[str, Any]]:
+        from distributed import Lock, Variable
+
+        variable = Variable(self.name)
+        with Lock(f"{self.name}-lock"):
+            try:
+                state = dict(variable.get(timeout=0.2))
+            except TimeoutError:  # the first request of the stage
+                state = {"tokens": 0, "usd": 0.0, "reserved_tokens": 0, "reserved_usd": 0.0}
+            yield state
+            variable.set(state)
+
+
+def byte_bound(messages: Sequence[dict[str, str]]) -> int:
+    """An upper bound of a chat request's prompt tokens without its tokenizer: each token of a
+    byte-level (GPT-2, tiktoken, Qwen, Llama 3) or byte-fallback (SentencePiece) tokenizer covers
+    at least one byte, plus the template's allowances."""
+    return sum(len(m["content"].encode()) + MESSAGE_ALLOWANCE for m in messages) + REQUEST_ALLOWANCE
+
+
+def tokenizer_bound(model: str) -> Callable[[Sequence[dict[str, str]]], int]:
+    """A shipped model's (or model folder's) chat template and tokenizer as the prompt bound, plus
+    a small allowance for a server whose template differs in whitespace."""
+    from neuronatlas.adapters.models import load_tokenizer, resolve_model
+
+    tokenizer = load_tokenizer(resolve_model(model))
+
+    def count(messages: Sequence[dict[str, str]]) -> int:
+        ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
+        return len(ids) + MESSAGE_ALLOWANCE
+
+    return count
+
+
+def body_key(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One request's response body, or why there is none, and the tokens it used."""
+
+    body: dict[str, Any] | None
+    failure: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Request:
+    """The bodies of one question (a prompt's samples), reserved and answered together."""
+
+    bodies: tuple[dict[str, Any], ...]
+    reserve: tuple[int, int]
+    """Upper bounds of (prompt, completion) tokens of all the bodies."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the server answers besides text, found by `probe`."""
+
+    choice_logprobs: bool
+    reason: str
+    """Why (for the log and the manifest)."""
 
 
 class OpenAIBackend:
@@ -104,7 +225,10 @@ class OpenAIBackend:
         store: Storage | None = None,
         poll_s: float = 30.0,
         max_wait_s: float | None = None,
+        prompt_bound: Callable[[Sequence[dict[str, str]]], int] = byte_bound,
+        shared_budget: str | None = None,
     ) -> None:
+        """`shared_budget`: the name of a budget the Dask workers of a stage share (`SharedLedger`)."""
         if concurrency < 1:
             raise InputError(f"--concurrency {concurrency}: must be at least 1")
         api_key = os.environ.get("OPENAI_API_KEY")
@@ -123,168 +247,371 @@ class OpenAIBackend:
         self.concurrency = concurrency
         self.id = f"openai:{model}" + (f"@{base_url}" if base_url else "")
         self.usage = Usage()
-        self.ledger = _Ledger(budget or Budget(), self.usage)
+        budget = budget or Budget()
+        limited = budget.max_tokens is not None or budget.max_usd is not None
+        self.ledger = (
+            SharedLedger(shared_budget, budget, self.usage) if shared_budget and limited else Ledger(budget, self.usage)
+        )
         if batch and store is None:
             raise InputError("openai batch mode needs a storage root to keep its batch ids")
         self.batch, self.store, self.poll_s, self.max_wait_s = batch, store, poll_s, max_wait_s
+        self.prompt_bound = prompt_bound
+        self._collected: dict[str, Request] | None = None
+        """Batch mode, while collecting: the requests asked for, by their first body's key."""
+        self._answered: dict[str, Answer] = {}
+        """Batch mode: answers fetched by `flush`, by body key."""
+        self._pending: list[Request] = []
+        """Batch mode: what `collecting` recorded, for `flush`."""
+        self._capabilities: Capabilities | None = None
+
+    # -- the interface --------------------------------------------------------------------------
 
     def generate(self, prompts: Sequence[ChatPrompt], params: GenerationParams) -> list[Generation]:
-        from openai import AsyncOpenAI
-
-        async def session() -> list[Generation]:
-            async with AsyncOpenAI(**self._client_settings) as client:  # type: ignore[arg-type]
-                self.client = client
-                if self.batch:
-                    return await self._generate_batch(prompts, params)
-                return await self._generate_all(prompts, params)
-
-        return _run(session())
+        requests = []
+        for prompt in prompts:
+            messages = _chat_messages(prompt)
+            bodies = tuple(
+                {
+                    "model": self.model,
+                    "messages": messages,
+                    "temperature": params.temperature,
+                    "max_tokens": params.max_tokens,
+                    "seed": params.seed + sample,  # one request per sample: not every server honours n > 1
+                }
+                for sample in range(params.n)
+            )
+            requests.append(Request(bodies, (self.prompt_bound(messages) * params.n, params.max_tokens * params.n)))
+        return [self._generation(answers) for answers in self._ask(requests)]
 
     def read_digits(
         self, prompt: AllAtOncePrompt | LineByLinePrompt, excerpts: Sequence[Sequence[str]]
     ) -> DigitReadout:
         return DigitReadout(failure=f"{self.id} cannot read prompt probabilities; use the JSON simulator")
 
+    @property
+    def can_read_choices(self) -> bool:
+        return self.capabilities().choice_logprobs
+
+    @property
+    def abilities(self) -> str:
+        return f"no prompt log-probabilities over a chat API (JSON simulation); {self.capabilities().reason}"
+
     def read_choices(self, prompt: ChoicePrompt, texts: Sequence[str]) -> ChoiceReadout:
-        return ChoiceReadout(failure=f"{self.id} cannot read prompt probabilities; use the embedding scorer")
+        """Per text, each choice's probability as the first answer token: its variants' (" Yes",
+        "yes"...) probabilities among the top alternatives, summed."""
+        capabilities = self.capabilities()
+        if not capabilities.choice_logprobs:
+            return ChoiceReadout(failure=f"{self.id}: {capabilities.reason}")
+        requests = []
+        for text in texts:
+            messages = [
+                {"role": role, "content": content.replace(EXCERPT_MARK, text)}
+                for role, content in prompt.prefix.messages
+            ]
+            requests.append(Request((_choice_body(self.model, messages),), (self.prompt_bound(messages), 1)))
+        probabilities = []
+        for index, [answer] in enumerate(self._ask(requests)):
+            if answer.failure is not None:
+                return ChoiceReadout(failure=answer.failure)
+            found = _choice_probabilities(answer.body, prompt.choices)
+            if isinstance(found, str):
+                return ChoiceReadout(failure=f"text {index}: {found}")
+            probabilities.append(found)
+        return ChoiceReadout(tuple(probabilities))
 
-    async def _generate_all(self, prompts: Sequence[ChatPrompt], params: GenerationParams) -> list[Generation]:
+    # -- what the server can do -----------------------------------------------------------------
+
+    def capabilities(self) -> Capabilities:
+        """One probe request at first use (remembered under the root when positive)."""
+        if self._capabilities is None:
+            self._capabilities = self._probe()
+            log.info("%s: %s", self.id, self._capabilities.reason)
+        return self._capabilities
+
+    def _probe(self) -> Capabilities:
+        state = f"{BATCH_DIR}/capabilities-{hashlib.sha256(self.id.encode()).hexdigest()[:16]}.json"
+        if self.store is not None and self.store.exists(state):
+            found = self.store.read_json(state)
+            return Capabilities(found["choice_logprobs"], found["reason"])
+        messages = [
+            {"role": "system", "content": "Answer with one word."},
+            {"role": "user", "content": "Is Paris in France? Answer Yes or No."},
+        ]
+        body = _choice_body(self.model, messages)
+        answer = _run(self._with_client(lambda: self._send(body)))
+        self.usage.calls += 1
+        self.ledger.settle((0, 0), answer.prompt_tokens, answer.completion_tokens)
+        if answer.failure is not None:
+            return Capabilities(False, f"the probe request failed ({answer.failure}), so no Yes/No readouts")
+        found = _choice_probabilities(answer.body, ("Yes", "No"))
+        if isinstance(found, str):
+            capabilities = Capabilities(False, f"the server returns no usable top_logprobs ({found})")
+        else:
+            capabilities = Capabilities(True, "the server returns top_logprobs: Yes/No readouts read them")
+        if self.store is not None and capabilities.choice_logprobs:  # a server may gain them, not lose them
+            self.store.write_json(state, {**asdict(capabilities), "probed": time.time()})
+        return capabilities
+
+    # -- transport --------------------------------------------------------------------------------
+
+    def _ask(self, requests: Sequence[Request]) -> list[list[Answer]]:
+        if not requests:
+            return []
+        if not self.batch:
+            return _run(self._with_client(lambda: self._direct(requests)))
+        if self._collected is not None:
+            for request in requests:
+                self._collected.setdefault(body_key(request.bodies[0]), request)
+            return [[Answer(None, DEFERRED)] * len(r.bodies) for r in requests]
+        missing = [r for r in requests if any(body_key(b) not in self._answered for b in r.bodies)]
+        if missing:
+            self._answered.update(_run(self._with_client(lambda: self._batch(missing))))
+        answers = [[self._answered[body_key(b)] for b in r.bodies] for r in requests]
+        for asked in answers:
+            for answer in asked:
+                if answer.failure is not None:
+                    self._count_failure(answer.failure)
+        return answers
+
+    async def _with_client(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        from openai import AsyncOpenAI
+
+        async with AsyncOpenAI(**self._client_settings) as client:  # type: ignore[arg-type]
+            self.client = client
+            return await work()
+
+    async def _direct(self, requests: Sequence[Request]) -> list[list[Answer]]:
         semaphore = asyncio.Semaphore(self.concurrency)
-        return list(await asyncio.gather(*(self._generate_one(prompt, params, semaphore) for prompt in prompts)))
 
-    async def _generate_one(
-        self, prompt: ChatPrompt, params: GenerationParams, semaphore: asyncio.Semaphore
-    ) -> Generation:
-        messages = _chat_messages(prompt)
-        # all samples of a prompt are reserved together: a prompt is answered whole or not sent
-        reserved = (estimate_tokens(prompt.messages) * params.n, params.max_tokens * params.n)
-        refusal = self.ledger.reserve(*reserved)
-        if refusal is not None:
-            return self._failed(refusal, 0, 0)
-        texts: list[str] = []
-        used = [0, 0]
+        async def one(request: Request) -> list[Answer]:
+            refusal = await asyncio.to_thread(self.ledger.reserve, *request.reserve)
+            if refusal is not None:
+                self._count_failure(refusal)
+                return [Answer(None, refusal)] * len(request.bodies)
+
+            async def send(body: dict[str, Any]) -> Answer:
+                async with semaphore:
+                    self.usage.calls += 1
+                    return await self._send(body)
+
+            answers = list(await asyncio.gather(*(send(body) for body in request.bodies)))
+            used = (sum(a.prompt_tokens for a in answers), sum(a.completion_tokens for a in answers))
+            await asyncio.to_thread(self.ledger.settle, request.reserve, *used)
+            for answer in answers:
+                if answer.failure is not None:
+                    self._count_failure(answer.failure)
+            return answers
+
+        return list(await asyncio.gather(*(one(request) for request in requests)))
+
+    async def _send(self, body: dict[str, Any]) -> Answer:
         try:
-            for sample in range(params.n):  # one request per sample: not every server honours n > 1
-                try:
-                    async with semaphore:
-                        self.usage.calls += 1
-                        response = await self.client.chat.completions.create(
-                            model=self.model,
-                            messages=messages,
-                            temperature=params.temperature,
-                            max_tokens=params.max_tokens,
-                            seed=params.seed + sample,
-                        )
-                    text, (prompt_tokens, completion_tokens) = _answer(response)
-                except Exception as error:  # every failure becomes a reason; none escapes as a crash
-                    return self._failed(_describe(error), *used)
-                used[0] += prompt_tokens
-                used[1] += completion_tokens
-                if text is None:
-                    return self._failed("response has no message content", *used)
-                texts.append(text)
-        finally:
-            self.ledger.settle(reserved, *used)
-        return Generation(tuple(texts), None, *used)
+            response = await self.client.chat.completions.create(**body)
+            return _parse(response.to_dict() if hasattr(response, "to_dict") else response)
+        except Exception as error:  # every failure becomes a reason; none escapes as a crash
+            return Answer(None, _describe(error))
 
-    def _failed(self, reason: str, prompt_tokens: int, completion_tokens: int) -> Generation:
+    def _count_failure(self, reason: str) -> None:
         self.usage.failures += 1
         key = reason.split(" (", maxsplit=1)[0]
         self.usage.by_reason[key] = self.usage.by_reason.get(key, 0) + 1
-        return Generation((), reason, prompt_tokens, completion_tokens)
+
+    def _generation(self, answers: list[Answer]) -> Generation:
+        used = (sum(a.prompt_tokens for a in answers), sum(a.completion_tokens for a in answers))
+        for answer in answers:
+            if answer.failure is not None:
+                return Generation((), answer.failure, *used)
+        texts = [_text(answer.body) for answer in answers]
+        if any(text is None for text in texts):
+            return Generation((), "response has no message content", *used)
+        return Generation(tuple(t for t in texts if t is not None), None, *used)
 
     # -- the Batch API ----------------------------------------------------------------------------
 
-    def _batch_lines(self, prompts: Sequence[ChatPrompt], params: GenerationParams) -> list[dict[str, Any]]:
-        return [
-            {
-                "custom_id": f"{index}-{sample}",
-                "method": "POST",
-                "url": "/v1/chat/completions",
-                "body": {
-                    "model": self.model,
-                    "messages": _chat_messages(prompt),
-                    "temperature": params.temperature,
-                    "max_tokens": params.max_tokens,
-                    "seed": params.seed + sample,
-                },
-            }
-            for index, prompt in enumerate(prompts)
-            for sample in range(params.n)
-        ]
+    @contextmanager
+    def collecting(self) -> Iterator[None]:
+        """Batch mode: record what is asked (answered "deferred") instead of sending it."""
+        self._collected = {}
+        try:
+            yield
+        finally:
+            collected, self._collected = self._collected, None
+            self._pending = list(collected.values())
 
-    async def _generate_batch(self, prompts: Sequence[ChatPrompt], params: GenerationParams) -> list[Generation]:
+    @property
+    def pending(self) -> list[Request]:
+        """What `collecting` recorded and `flush` will send."""
+        return self._pending
+
+    def flush(self) -> list[str]:
+        """Batch mode: send what `collecting` recorded as one batch (resuming any stored batch
+        that holds some of it) and wait; the batches still running when `max_wait_s` ran out."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return []
+        self._answered.update(_run(self._with_client(lambda: self._batch(pending))))
+        return sorted(
+            {a.failure.split()[1] for a in self._answered.values() if a.failure and a.failure.endswith(RESUME)}
+        )
+
+    async def _batch(self, requests: Sequence[Request]) -> dict[str, Answer]:
+        """Answers by body key: from stored batches that hold them, the rest from a new batch."""
         assert self.store is not None
-        lines = self._batch_lines(prompts, params)
-        payload = "".join(json.dumps(line, sort_keys=True) + "\n" for line in lines).encode()
-        state = f"llm_batches/{hashlib.sha256(self.id.encode() + payload).hexdigest()[:24]}.json"
-        if self.store.exists(state):
-            batch_id = self.store.read_json(state)["batch_id"]
-            log.info("resuming batch %s (%d requests)", batch_id, len(lines))
-        else:
-            reserved = (sum(estimate_tokens(p.messages) for p in prompts) * params.n, params.max_tokens * len(lines))
-            refusal = self.ledger.reserve(*reserved)
-            if refusal is not None:
-                return [self._failed(refusal, 0, 0) for _ in prompts]
-            self.ledger.settle(reserved, 0, 0)  # counted when the results come back
-            try:
-                uploaded = await self.client.files.create(file=("requests.jsonl", payload), purpose="batch")
-                created = await self.client.batches.create(
-                    input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
-                )
-            except Exception as error:
-                return [self._failed(f"batch submission failed: {_describe(error)}", 0, 0) for _ in prompts]
-            batch_id = created.id
-            self.store.write_json(state, {"batch_id": batch_id, "requests": len(lines), "submitted": time.time()})
-            self.usage.calls += 1
-        return await self._collect(batch_id, prompts, params)
+        deadline = None if self.max_wait_s is None else time.monotonic() + self.max_wait_s
+        wanted = {body_key(b): b for r in requests for b in r.bodies}
+        found: dict[str, Answer] = {}
+        for state in self._states(set(wanted)):
+            held = set(state["keys"]) & set(wanted)
+            if not held - set(found):
+                continue
+            log.info("resuming batch %s (%d of its requests wanted)", state["batch_id"], len(held))
+            answers = await self._collect(state["batch_id"], deadline)
+            for key in held:
+                answer = answers.get(key) if isinstance(answers, dict) else Answer(None, answers)
+                if answer is not None and (answer.failure is None or answer.failure.endswith(RESUME)):
+                    found[key] = answer
+        fresh = [r for r in requests if any(body_key(b) not in found for b in r.bodies)]
+        submit: dict[str, dict[str, Any]] = {}
+        reserved = [0, 0]
+        for request in fresh:
+            refusal = self.ledger.reserve(*request.reserve)
+            for body in request.bodies:
+                if refusal is None:
+                    submit[body_key(body)] = body
+                else:
+                    found[body_key(body)] = Answer(None, refusal)
+            if refusal is None:
+                reserved = [reserved[0] + request.reserve[0], reserved[1] + request.reserve[1]]
+        if submit:
+            batch_id = await self._submit(submit)
+            answers = await self._collect(batch_id, deadline) if batch_id else "batch submission failed (see the log)"
+            for key in submit:
+                answer = answers.get(key) if isinstance(answers, dict) else Answer(None, answers)
+                found[key] = answer or Answer(None, "no result for this request in the batch output")
+        self.ledger.settle((reserved[0], reserved[1]), 0, 0)  # the answers' own counts were settled
+        return {key: found.get(key, Answer(None, "no result for this request")) for key in wanted}
 
-    async def _collect(
-        self, batch_id: str, prompts: Sequence[ChatPrompt], params: GenerationParams
-    ) -> list[Generation]:
-        started = time.monotonic()
+    def _states(self, keys: set[str]) -> list[dict[str, Any]]:
+        """Stored batches of this backend that hold any of `keys`, oldest first."""
+        assert self.store is not None
+        states = []
+        for name in self.store.list(BATCH_DIR):
+            if not name.startswith("batch-"):
+                continue
+            state = self.store.read_json(f"{BATCH_DIR}/{name}")
+            if state.get("backend") == self.id and keys & set(state["keys"]):
+                states.append(state)
+        return sorted(states, key=lambda s: s["submitted"])
+
+    async def _submit(self, bodies: dict[str, dict[str, Any]]) -> str | None:
+        """Upload and create one batch; its id and request names stored before anything else."""
+        assert self.store is not None
+        lines = [
+            {"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body}
+            for key, body in bodies.items()
+        ]
+        payload = "".join(json.dumps(line, sort_keys=True) + "\n" for line in lines).encode()
+        try:
+            uploaded = await self.client.files.create(file=("requests.jsonl", payload), purpose="batch")
+            created = await self.client.batches.create(
+                input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+            )
+        except Exception as error:
+            log.error("batch submission failed: %s", _describe(error))
+            return None
+        digest = hashlib.sha256(payload).hexdigest()[:24]
+        self.store.write_json(
+            f"{BATCH_DIR}/batch-{digest}.json",
+            {"batch_id": created.id, "backend": self.id, "keys": list(bodies), "submitted": time.time()},
+        )
+        self.usage.calls += len(lines)
+        log.info("submitted batch %s: %d requests", created.id, len(lines))
+        return str(created.id)
+
+    async def _collect(self, batch_id: str, deadline: float | None) -> dict[str, Answer] | str:
+        """A batch's answers by request name once it ends, or why there are none."""
         while True:
-            batch = await self.client.batches.retrieve(batch_id)
+            try:
+                batch = await self.client.batches.retrieve(batch_id)
+            except Exception as error:
+                return f"batch {batch_id} could not be polled: {_describe(error)}"
             if batch.status in ("completed", "failed", "expired", "cancelled"):
                 break
-            if self.max_wait_s is not None and time.monotonic() - started > self.max_wait_s:
-                reason = f"batch {batch_id} still {batch.status}; rerun to resume it"
-                return [self._failed(reason, 0, 0) for _ in prompts]
+            if deadline is not None and time.monotonic() > deadline:
+                return f"batch {batch_id} still {batch.status}{RESUME}"
             await asyncio.sleep(self.poll_s)
         if batch.status != "completed" or not batch.output_file_id:
-            return [self._failed(f"batch {batch_id} {batch.status}", 0, 0) for _ in prompts]
+            return f"batch {batch_id} {batch.status}"
         output = (await self.client.files.content(batch.output_file_id)).text
-        answers: dict[str, tuple[str | None, str | None, tuple[int, int]]] = {}
+        answers = {}
         for line in filter(None, output.splitlines()):
             item = json.loads(line)
-            answers[item["custom_id"]] = _batch_answer(item)
-        return [self._gather_samples(index, params.n, answers) for index in range(len(prompts))]
-
-    def _gather_samples(self, index: int, n: int, answers: dict) -> Generation:
-        texts, prompt_tokens, completion_tokens = [], 0, 0
-        for sample in range(n):
-            text, failure, used = answers.get(f"{index}-{sample}", (None, "no result for this request", (0, 0)))
-            self.ledger.settle((0, 0), *used)
-            prompt_tokens, completion_tokens = prompt_tokens + used[0], completion_tokens + used[1]
-            if failure is not None or text is None:
-                return self._failed(failure or "response has no message content", prompt_tokens, completion_tokens)
-            texts.append(text)
-        return Generation(tuple(texts), None, prompt_tokens, completion_tokens)
+            answer = _batch_answer(item)
+            self.ledger.settle((0, 0), answer.prompt_tokens, answer.completion_tokens)
+            answers[item["custom_id"]] = answer
+        return answers
 
 
-def _batch_answer(item: dict[str, Any]) -> tuple[str | None, str | None, tuple[int, int]]:
-    """(text, failure, (prompt, completion) tokens) of one line of a batch's output file."""
+RESUME = "; rerun to resume it"
+
+
+def _choice_body(model: str, messages: list[dict[str, str]]) -> dict[str, Any]:
+    """A one-token answer with its top alternatives' log-probabilities."""
+    return {
+        "model": model,
+        "messages": messages,
+        "temperature": 0.0,
+        "max_tokens": 1,
+        "logprobs": True,
+        "top_logprobs": TOP_LOGPROBS,
+    }
+
+
+def _choice_probabilities(body: dict[str, Any] | None, choices: Sequence[str]) -> tuple[float, ...] | str:
+    """Each choice's probability as the first answer token (variants summed), or why not."""
+    try:
+        first = body["choices"][0]["logprobs"]["content"][0]  # type: ignore[index]
+        alternatives = first["top_logprobs"]
+    except (KeyError, IndexError, TypeError):
+        return "no top_logprobs in the response"
+    if len(alternatives) < 2:
+        return f"only {len(alternatives)} top_logprobs in the response"
+    wanted = [choice.strip().lower() for choice in choices]
+    sums = [0.0] * len(choices)
+    for alternative in alternatives:
+        token = str(alternative.get("token", "")).strip().lower()
+        if token in wanted:
+            sums[wanted.index(token)] += math.exp(float(alternative["logprob"]))
+    if not any(sums):
+        return f"none of {', '.join(choices)} among the top {len(alternatives)} answers"
+    return tuple(sums)
+
+
+def _parse(body: Any) -> Answer:
+    """A chat completion body as an answer; a body that is not one is a failure."""
+    if not isinstance(body, dict) or "choices" not in body:
+        return Answer(None, f"ValueError: response has no choices: {str(body)[:80]!r}")
+    usage = body.get("usage") or {}
+    used = (usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
+    if not body["choices"]:
+        return Answer(None, "ValueError: response has no choices", *used)
+    return Answer(body, None, *used)
+
+
+def _text(body: dict[str, Any] | None) -> str | None:
+    try:
+        return body["choices"][0]["message"]["content"]  # type: ignore[index]
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+def _batch_answer(item: dict[str, Any]) -> Answer:
+    """One line of a batch's output file."""
     response = item.get("response") or {}
     if item.get("error") or response.get("status_code") != 200:
         error = item.get("error") or response.get("body", {}).get("error", {})
-        return None, f"batch request failed: {str(error.get('message', error))[:160]}", (0, 0)
-    body = response["body"]
-    usage = body.get("usage") or {}
-    used = (usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
-    try:
-        return body["choices"][0]["message"]["content"], None, used
-    except (KeyError, IndexError, TypeError):
-        return None, "malformed batch response body", used
+        return Answer(None, f"batch request failed: {str(error.get('message', error))[:160]}")
+    return _parse(response.get("body"))
 
 
 def _chat_messages(prompt: ChatPrompt) -> list[dict[str, str]]:
@@ -293,17 +620,6 @@ def _chat_messages(prompt: ChatPrompt) -> list[dict[str, str]]:
     if prompt.answer_prefix and messages[-1]["role"] == "user":
         messages[-1]["content"] += f'\n\nAnswer with one sentence that begins "{prompt.answer_prefix}".'
     return messages
-
-
-def _answer(response: Any) -> tuple[str | None, tuple[int, int]]:
-    """The first choice's text and the (prompt, completion) tokens; raises on a malformed body."""
-    if not hasattr(response, "choices"):  # a body that is not a chat completion (garbage JSON, text)
-        raise ValueError(f"malformed response body: {str(response)[:80]!r}")
-    usage = getattr(response, "usage", None)
-    used = (getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0)
-    if not response.choices:
-        raise ValueError("response has no choices")
-    return response.choices[0].message.content, used
 
 
 def _describe(error: Exception) -> str:

@@ -230,32 +230,47 @@ command(
 )
 
 
-@app.command()
-def deploy(
-    root: Annotated[
-        str, typer.Option(envvar="NEURONATLAS_ROOT", help="Storage root: a local folder or s3://bucket/prefix.")
-    ] = "./atlas",
-    pool: Annotated[str, typer.Option(help="Prefect process work pool (created if missing).")] = "neuronatlas",
-    config: Annotated[str | None, typer.Option(help="A TOML config the runs use (default: the default run).")] = None,
-    neurons: Annotated[str | None, typer.Option(help="Neurons each run explains and scores.")] = None,
-    runner: Annotated[str | None, typer.Option(help="local, or dask:ADDRESS for the runs.")] = None,
+def _deploy(
+    ctx: typer.Context, root: str, pool: str, config: str | None, neurons: str | None, runner: str | None, **values: Any
 ) -> None:
-    """Create the atlas deployments on a Prefect server (PREFECT_API_URL): nightly at 02:00 UTC and
-    on demand, both running the same config. Start a worker to run them: `prefect worker start --pool neuronatlas`."""
     configure_environment()
     from neuronatlas.flows.deploy import deploy as create
     from neuronatlas.plans import check_atlas
 
     loaded = AtlasConfig.load(config) if config else AtlasConfig()
     changes = {"neurons": neurons} if neurons else {}
+    llm = loaded.llm.model_copy(update=split(given(ctx, values), LLMOptions)[0])  # typed options over the file's
     resolved = loaded.model_copy(
-        update={"explain": loaded.explain.model_copy(update=changes), **({"runner": runner} if runner else {})}
+        update={
+            "explain": loaded.explain.model_copy(update=changes),
+            "llm": LLMOptions.model_validate(llm.model_dump()),
+            **({"runner": runner} if runner else {}),
+        }
     )
     check_atlas(root, resolved)
     names = create(root, pool, resolved)
     typer.echo(f"deployments on {pool}: {', '.join(names)}")
     typer.echo(f"run now:   prefect deployment run {names[-1]}")
     typer.echo(f"worker:    prefect worker start --pool {pool}")
+
+
+command(
+    app,
+    "deploy",
+    [
+        CONTEXT,
+        ROOT,
+        option("pool", str, "neuronatlas", "Prefect process work pool (created if missing)."),
+        option("config", str | None, None, "A TOML config the runs use (default: the default run)."),
+        option("neurons", str | None, None, "Neurons each run explains and scores."),
+        option("runner", str | None, None, "local, or dask:ADDRESS for the runs."),
+        *LLM,
+    ],
+    _deploy,
+    "Create the atlas deployments on a Prefect server (PREFECT_API_URL): nightly at 02:00 UTC and on demand, "
+    "both running the same config, with the LLM options (budget, price, concurrency, retries, Batch API) given "
+    "here laid over the file's [llm] table. Start a worker to run them: `prefect worker start --pool neuronatlas`.",
+)
 
 
 @app.command("prepare-model")

@@ -83,6 +83,16 @@ class LLMBackend(Protocol):
     """Whether `read_digits` works (needs prompt probabilities: in-process models)."""
 
     @property
+    def can_read_choices(self) -> bool:
+        """Whether `read_choices` works (next-token probabilities of a one-token answer)."""
+        ...
+
+    @property
+    def abilities(self) -> str:
+        """What it can read and why, for the log and the manifest."""
+        ...
+
+    @property
     def usage(self) -> Usage:
         """Calls, tokens and cost so far."""
         ...

@@ -1,0 +1,269 @@
+"""The LLM stages over an OpenAI-compatible API: throughput, tokens per neuron, and what an atlas
+of real size would cost.
+
+    .venv/bin/python bench/llm.py [--neurons 4] [--latency 0.2] [--server-neurons 1]
+        [--usd-per-m-in 0.15] [--usd-per-m-out 0.6] [--tokens-per-second 20000]
+
+1. **Throughput** against the fault-injecting fake server with `--latency` seconds per answer:
+   requests per second achieved by the `openai:` backend at several concurrency limits, against
+   the ideal (concurrency / latency). Target: at least 0.8 of it.
+2. **Tokens and requests per neuron**, per stage and scorer, with the default extraction settings
+   (20 top and 15 random records per neuron) on a real root: the explain and score flows run
+   against the fake server (answers of the right shape), every request body is recorded, and its
+   prompt tokens are counted with the shipped Qwen2.5 tokenizer's chat template (what a Qwen
+   server would bill); completion tokens are the answers' tokens.
+3. **A real server**: llama-cpp-python's server with the shipped Qwen2.5-Coder-0.5B GGUF on this
+   machine's CPU: explanations and fuzzing readouts of `--server-neurons` neurons, timed, with
+   the tokens the server reported.
+4. **Projection**: the cost of 1,000 neurons at the stated prices (and at Batch API prices, half),
+   and the hours for all 46,080 neurons of SmolLM2-135M and 307,200 GPT-2-XL-sized neurons at a
+   stated server throughput (`--tokens-per-second`, prompt + completion).
+
+Results go to bench/results/llm-<time>.json.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the fake server lives with the tests
+
+NEURON_COUNTS = {"SmolLM2-135M (30 x 1,536)": 46_080, "GPT-2 XL (48 x 6,400)": 307_200}
+
+
+def throughput(latency: float, limits: list[int]) -> list[dict[str, Any]]:
+    from neuronatlas.adapters.openai_llm import OpenAIBackend
+    from neuronatlas.core.llm import GenerationParams
+    from neuronatlas.core.prompts import ActivationRecord, explainer_prompt
+    from tests.fake_openai import FaultyServer, serve
+
+    prompt = explainer_prompt([ActivationRecord([" The", " 1932"], [0.0, 4.0])])
+    rows = []
+    for limit in limits:
+        requests = 6 * limit
+        server = FaultyServer(lambda _m: "the main thing this neuron does is find years.", ["slow"] * requests)
+        server.slow_seconds = latency
+        with serve(server) as url:
+            backend = OpenAIBackend("m", base_url=url, concurrency=limit, timeout_s=30 + latency)
+            backend.generate([prompt], GenerationParams(max_tokens=20))  # warm: client, pool
+            server.faults = ["slow"] * requests
+            started = time.perf_counter()
+            answers = backend.generate([prompt] * requests, GenerationParams(max_tokens=20))
+            seconds = time.perf_counter() - started
+        assert all(a.failure is None for a in answers), [a.failure for a in answers if a.failure][:3]
+        achieved, ideal = requests / seconds, limit / latency
+        rows.append(
+            {
+                "concurrency": limit,
+                "requests": requests,
+                "achieved_rps": achieved,
+                "ideal_rps": ideal,
+                "ratio": achieved / ideal,
+                "max_in_flight": server.max_in_flight,
+            }
+        )
+    return rows
+
+
+def fake_answer(messages: list[dict[str, str]]) -> str:
+    last = messages[-1]["content"]
+    if last.startswith("Explanation:") and "\nTokens: " in last:
+        tokens = json.loads(last.split("\nTokens: ", 1)[1])
+        return json.dumps([{"token": t, "activation": 9 if t.strip().isdigit() else 0} for t in tokens])
+    return "the main thing this neuron does is find numbers and years."
+
+
+def yes_no(messages: list[dict[str, str]]) -> dict[str, float]:
+    excerpt = messages[-1]["content"].rsplit("\nExcerpt: ", 1)[-1]
+    yes = 0.9 if any(c.isdigit() for c in excerpt) else 0.2
+    return {"Yes": yes, "No": 1 - yes}
+
+
+def tokens_per_neuron(workdir: Path, neurons: int) -> dict[str, Any]:
+    """Run explain and every scoring mode against the fake server; count what each sent."""
+    from neuronatlas.adapters.models import load_tokenizer, resolve_model
+    from neuronatlas.config import LLMOptions
+    from neuronatlas.flows.explain import explain_neurons
+    from neuronatlas.flows.extract import extract_activations
+    from neuronatlas.flows.ingest import ingest_corpus
+    from neuronatlas.flows.score import simulate_and_score
+    from tests.fake_openai import FaultyServer, serve
+    from tests.support import small_jsonl_corpus
+
+    tokenizer = load_tokenizer(resolve_model("qwen2.5-coder-0.5b"))
+
+    def prompt_tokens(body: dict[str, Any]) -> int:
+        return len(tokenizer.apply_chat_template(body["messages"], add_generation_prompt=True, tokenize=True))
+
+    root = str(workdir / "atlas")
+    source = small_jsonl_corpus(workdir / "wiki.jsonl", documents=300)
+    ingest_corpus(root=root, source=str(source))
+    extract_activations(root=root, layers="3", limit=512)
+    server = FaultyServer(fake_answer)
+    server.choice_logprobs = yes_no
+    stages: dict[str, Any] = {}
+    with serve(server) as url:
+        options = LLMOptions(base_url=url, concurrency=16)
+
+        def measure(name: str, run: Any) -> Any:
+            before = len(server.requests)
+            result = run()
+            bodies = [body for _, _, body in server.requests[before:] if "messages" in body]
+            answers = [fake_answer(b["messages"]) if not b.get("logprobs") else "Yes" for b in bodies]
+            stages[name] = {
+                "requests": len(bodies) / neurons,
+                "prompt_tokens": sum(prompt_tokens(b) for b in bodies) / neurons,
+                "completion_tokens": sum(len(tokenizer.encode(a)) for a in answers) / neurons,
+            }
+            return result
+
+        selection = f"{neurons}"
+        explained = measure(
+            "explain (1 sample)",
+            lambda: explain_neurons(root=root, neurons=selection, samples=1, explainer="openai:m", options=options),
+        )
+        for scorer in ("simulation", "detection", "fuzzing"):
+            measure(
+                f"score: {scorer}" + (" (JSON method)" if scorer == "simulation" else ""),
+                lambda scorer=scorer: simulate_and_score(
+                    root=root, explanations=explained.run_id, simulator="openai:m", scorers=scorer, options=options
+                ),
+            )
+    return stages
+
+
+def real_server(workdir: Path, neurons: int) -> dict[str, Any]:
+    """Explanations and fuzzing readouts through llama-cpp-python's server on this CPU."""
+    import httpx
+
+    from neuronatlas.adapters.models import resolve_model
+    from neuronatlas.config import LLMOptions
+    from neuronatlas.flows.explain import explain_neurons
+    from neuronatlas.flows.score import simulate_and_score
+    from tests.support import free_port
+
+    source = resolve_model("qwen2.5-coder-0.5b")
+    port = free_port()
+    log = (workdir / "llama-server.log").open("w")
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(source.folder / str(source.gguf_file)),
+               "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--model_alias", "qwen-0.5b"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        for _ in range(240):
+            try:
+                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        root = str(workdir / "atlas")
+        options = LLMOptions(base_url=url, concurrency=1, timeout_s=600)
+        rows = {}
+        started = time.perf_counter()
+        explained = explain_neurons(
+            root=root, neurons=str(neurons), samples=1, explainer="openai:qwen-0.5b", seed=7, options=options
+        )
+        rows["explain"] = {"seconds": time.perf_counter() - started, **explained.llm_usage}
+        started = time.perf_counter()
+        scored = simulate_and_score(
+            root=root, explanations=explained.run_id, simulator="openai:qwen-0.5b", scorers="fuzzing", options=options
+        )
+        rows["score: fuzzing"] = {"seconds": time.perf_counter() - started, **scored.llm_usage}
+        for row in rows.values():
+            row["requests_per_s"] = row["calls"] / row["seconds"]
+            row["tokens_per_s"] = (row["prompt_tokens"] + row["completion_tokens"]) / row["seconds"]
+        return rows
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def table(header: list[str], rows: list[list[Any]]) -> None:
+    """A markdown table, indented under its heading."""
+    print("   | " + " | ".join(header) + " |")
+    print("   |" + "---|" * len(header))
+    for row in rows:
+        print("   | " + " | ".join(str(cell) for cell in row) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--neurons", type=int, default=4)
+    parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--server-neurons", type=int, default=1)
+    parser.add_argument("--usd-per-m-in", type=float, default=0.15)
+    parser.add_argument("--usd-per-m-out", type=float, default=0.60)
+    parser.add_argument("--tokens-per-second", type=float, default=20_000.0)
+    args = parser.parse_args()
+
+    from neuronatlas.runtime import configure_environment
+
+    configure_environment()
+    results: dict[str, Any] = {"machine": platform.platform(), "cpus": os.cpu_count(), "arguments": vars(args)}
+
+    print(f"1. throughput against the fake server, {args.latency * 1000:.0f} ms per answer")
+    rows = throughput(args.latency, [4, 16, 64])
+    results["throughput"] = rows
+    table(
+        ["concurrency", "requests", "achieved req/s", "ideal req/s", "ratio", "most in flight"],
+        [[r["concurrency"], r["requests"], f"{r['achieved_rps']:.1f}", f"{r['ideal_rps']:.1f}", f"{r['ratio']:.2f}",
+          r["max_in_flight"]] for r in rows],
+    )  # fmt: skip
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-llm-"))
+    try:
+        print(f"\n2. per neuron (default records: 20 top, 15 random), {args.neurons} neurons, Qwen2.5 tokenizer")
+        stages = tokens_per_neuron(workdir, args.neurons)
+        results["per_neuron"] = stages
+        print("   | stage | requests | prompt tokens | completion tokens |")
+        print("   |---|---|---|---|")
+        for name, row in stages.items():
+            print(
+                f"   | {name} | {row['requests']:.1f} | {row['prompt_tokens']:,.0f} | {row['completion_tokens']:,.0f} |"
+            )
+        default = ["explain (1 sample)", "score: simulation (JSON method)", "score: fuzzing"]
+        prompt = sum(stages[name]["prompt_tokens"] for name in default)
+        completion = sum(stages[name]["completion_tokens"] for name in default)
+        print(f"   default atlas over an API (explain, JSON simulation, fuzzing): {prompt:,.0f} prompt + "
+              f"{completion:,.0f} completion tokens per neuron")  # fmt: skip
+
+        print(f"\n3. llama-cpp-python's server, Qwen2.5-Coder-0.5B Q4_K_M, this CPU, {args.server_neurons} neuron(s)")
+        served = real_server(workdir, args.server_neurons)
+        results["llama_cpp_server"] = served
+        table(
+            ["stage", "requests", "prompt tokens", "completion tokens", "seconds", "req/s", "tokens/s"],
+            [[name, r["calls"], f"{r['prompt_tokens']:,}", f"{r['completion_tokens']:,}", f"{r['seconds']:.0f}",
+              f"{r['requests_per_s']:.2f}", f"{r['tokens_per_s']:.0f}"] for name, r in served.items()],
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    per_neuron_usd = (prompt * args.usd_per_m_in + completion * args.usd_per_m_out) / 1e6
+    print("\n4. projection (explain, JSON simulation, fuzzing per neuron)")
+    print(f"   1,000 neurons at ${args.usd_per_m_in}/M in, ${args.usd_per_m_out}/M out: ${1000 * per_neuron_usd:,.2f}"
+          f" (Batch API, half price: ${500 * per_neuron_usd:,.2f})")  # fmt: skip
+    results["projection"] = {"usd_per_1000_neurons": 1000 * per_neuron_usd, "hours": {}}
+    for model, count in NEURON_COUNTS.items():
+        hours = count * (prompt + completion) / args.tokens_per_second / 3600
+        results["projection"]["hours"][model] = hours
+        print(f"   {model}: {count:,} neurons, {count * (prompt + completion) / 1e9:.2f} billion tokens, "
+              f"{hours:,.1f} h at {args.tokens_per_second:,.0f} tokens/s, ${count * per_neuron_usd:,.0f}")  # fmt: skip
+
+    out = ROOT / "bench" / "results" / f"llm-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str))
+    print(f"\nresults: {out}")
+
+
+if __name__ == "__main__":
+    main()

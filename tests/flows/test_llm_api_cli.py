@@ -1,0 +1,198 @@
+"""`explain` and `score` with `openai:` backends as a user types them, against the fault-injecting
+OpenAI-compatible server (real HTTP, real CLI processes, real Prefect): the Batch API (one batch
+per stage, resumed by a rerun with no ordinary request), a budget in batch mode, Yes/No readouts
+from `top_logprobs` and the probe that finds them, and an API key that appears nowhere."""
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from neuronatlas.adapters.storage import Storage
+from neuronatlas.datasets import explanations as contract
+from tests.fake_openai import FaultyServer, serve
+from tests.integration.test_cli_bad_input import assert_clean_failure, run_cli
+from tests.support import small_jsonl_corpus
+
+SENTINEL = "sk-sentinel-7d3f0a9c41"
+"""The API key of every run here: it must appear in no output and no file under the root."""
+ENV = {"OPENAI_API_KEY": SENTINEL}
+NEURONS = "3:7,3:100,3:200"
+ONE = ["--samples", "1"]
+
+
+def answer(messages: list[dict[str, str]]) -> str:
+    last = messages[-1]["content"]
+    if last.startswith("Explanation:") and "\nTokens: " in last:  # JSON simulation: numbers fire
+        tokens = json.loads(last.split("\nTokens: ", 1)[1])
+        return json.dumps([{"token": t, "activation": 9 if t.strip().isdigit() else 0} for t in tokens])
+    return "the main thing this neuron does is find numbers."
+
+
+def yes_if_numbers(messages: list[dict[str, str]]) -> dict[str, float]:
+    """Top alternatives of a Yes/No answer: Yes when the excerpt holds a digit (variants split)."""
+    excerpt = messages[-1]["content"].rsplit("\nExcerpt: ", 1)[-1]
+    yes = 0.9 if any(c.isdigit() for c in excerpt) else 0.15
+    return {"Yes": 0.7 * yes, " yes": 0.3 * yes, "No": 0.8 * (1 - yes), "NO": 0.2 * (1 - yes), "Maybe": 0.001}
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("llm-api")
+    source = small_jsonl_corpus(folder / "wiki.jsonl", documents=120)
+    root = folder / "template"
+    for args in (
+        ["ingest", "--root", str(root), "--source", str(source)],
+        ["extract", "--root", str(root), "--layers", "3", "--top-k", "8", "--random-k", "3", "--limit", "64"],
+    ):
+        result = run_cli(*args)
+        assert result.returncode == 0, result.stderr
+    return root
+
+
+@pytest.fixture
+def root(extracted: Path, tmp_path: Path) -> str:
+    import shutil
+
+    shutil.copytree(extracted, tmp_path / "atlas")
+    return str(tmp_path / "atlas")
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[FaultyServer, str]]:
+    fake = FaultyServer(answer)
+    with serve(fake) as url:
+        yield fake, url
+
+
+def chat_requests(server: FaultyServer) -> int:
+    """Ordinary (not batch) chat requests the server received."""
+    return sum(1 for _, kind, body in server.requests if "messages" in body)
+
+
+def assert_no_secret(root: str, *outputs: str) -> None:
+    for output in outputs:
+        assert SENTINEL not in output
+    for path in Path(root).rglob("*"):
+        if path.is_file():
+            assert SENTINEL.encode() not in path.read_bytes(), path
+
+
+def test_batch_api_one_batch_per_stage_resumed_by_a_rerun(root: str, server: tuple[FaultyServer, str]) -> None:
+    fake, url = server
+    batch = ["--root", root, "--base-url", url, "--batch-api", "--poll-seconds", "0.05"]
+    fake.polls_before_done = 10_000  # the first run gives up waiting
+    waited = run_cli(
+        "explain", *batch, "--max-wait-seconds", "1", "--neurons", NEURONS, *ONE, "--explainer", "openai:m", env=ENV
+    )
+    assert_clean_failure(waited, "still running after --max-wait-seconds 1; nothing committed; rerun")
+    storage = Storage.open(root)
+    assert not storage.list("explanations")  # nothing committed
+    [state] = [name for name in storage.list("llm_batches") if name.startswith("batch-")]
+    assert storage.read_json(f"llm_batches/{state}")["batch_id"] == "batch-0"
+
+    fake.polls_before_done = 0  # the batch finishes; the rerun picks it up
+    explained = run_cli("explain", *batch, "--neurons", NEURONS, *ONE, "--explainer", "openai:m", env=ENV)
+    assert explained.returncode == 0, explained.stderr
+    assert "3 explained, 0 failed" in explained.stdout
+    kinds = [kind for _, kind, _ in fake.requests]
+    assert kinds.count("upload") == 1 and kinds.count("create batch") == 1  # never submitted twice
+    assert chat_requests(fake) == 0  # and nothing went out as an ordinary request
+    assert len(fake.files["file-0"].decode().splitlines()) == 3  # one batch: every neuron's prompt
+
+    run = re.search(r"run (e-\w+)", explained.stdout)[1]  # type: ignore[index]
+    scored = run_cli(
+        "score", *batch, "--explanations", run, "--simulator", "openai:m", "--scorers", "simulation", env=ENV
+    )
+    assert scored.returncode == 0, scored.stderr
+    kinds = [kind for _, kind, _ in fake.requests]
+    assert kinds.count("create batch") == 2  # the score stage: one more batch
+    assert chat_requests(fake) == 0
+    score_run = re.search(r"run (s-\w+)", scored.stdout)[1]  # type: ignore[index]
+    simulations = storage.read_parquet(contract.simulations_path(score_run)).to_pandas()
+    assert len(simulations) > 0 and simulations["failure_reason"].isna().all()
+    control = storage.read_parquet(contract.control_path(score_run)).to_pandas()
+    # one batch: every excerpt of the neurons and of their permutation partners, each once (every
+    # neuron has the same explanation here, so an excerpt shared by two neurons is one request)
+    excerpts = set(simulations["sequence_id"]) | set(control["sequence_id"])
+    assert len(fake.files["file-2"].decode().splitlines()) == len(excerpts)
+
+    again = run_cli(
+        "score", *batch, "--explanations", run, "--simulator", "openai:m", "--scorers", "simulation", env=ENV
+    )
+    assert again.returncode == 0, again.stderr
+    assert [kind for _, kind, _ in fake.requests].count("create batch") == 2 and chat_requests(fake) == 0
+    assert_no_secret(root, waited.stdout + waited.stderr, explained.stdout + explained.stderr, scored.stdout)
+
+
+def test_a_budget_in_batch_mode_refuses_with_a_reason_and_a_rerun_asks_only_for_the_rest(
+    root: str, server: tuple[FaultyServer, str]
+) -> None:
+    fake, url = server
+    batch = ["--root", root, "--base-url", url, "--batch-api", "--poll-seconds", "0.05", "--explainer", "openai:m"]
+    tight = run_cli("explain", *batch, "--neurons", NEURONS, *ONE, "--budget-tokens", "6000", env=ENV)
+    assert tight.returncode == 0, tight.stderr
+    counts = re.search(r"(\d+) explained, (\d+) failed", tight.stdout)
+    assert counts and int(counts[1]) >= 1 and int(counts[2]) >= 1, tight.stdout
+    storage = Storage.open(root)
+    [run] = storage.list("explanations")
+    table = storage.read_parquet(contract.explanations_path(run)).to_pandas()
+    refused = table[table["explanation"].isna()]
+    assert refused["failure_reason"].str.startswith("budget exhausted").all()
+    first = fake.files["file-0"].decode().splitlines()
+    assert len(first) == int(counts[1])  # refused prompts were never submitted
+    assert fake.tokens_served <= 6000
+
+    more = run_cli("explain", *batch, "--neurons", NEURONS, *ONE, env=ENV)
+    assert more.returncode == 0, more.stderr
+    assert "3 explained, 0 failed" in more.stdout
+    inputs = [submitted["input_file_id"] for submitted in fake.batches.values()]
+    assert len(inputs) == 2
+    asked = fake.files[inputs[1]].decode().splitlines()
+    assert len(asked) == int(counts[2])  # the second batch: only the refused prompts
+    assert chat_requests(fake) == 0
+    assert_no_secret(root, tight.stdout + tight.stderr, more.stdout + more.stderr)
+
+
+def test_yes_no_scorers_read_top_logprobs_and_auto_says_why(root: str, server: tuple[FaultyServer, str]) -> None:
+    fake, url = server
+    api = ["--root", root, "--base-url", url]
+    explained = run_cli("explain", *api, "--neurons", NEURONS, *ONE, "--explainer", "openai:m", env=ENV)
+    assert explained.returncode == 0, explained.stderr
+    run = re.search(r"run (e-\w+)", explained.stdout)[1]  # type: ignore[index]
+    storage = Storage.open(root)
+
+    # a server without logprobs: naming a Yes/No scorer is one clear line; auto leaves them out and says why
+    named = run_cli("score", *api, "--explanations", run, "--simulator", "openai:m", "--scorers", "fuzzing", env=ENV)
+    assert_clean_failure(named, "--scorers fuzzing: openai:m@")
+    assert "no usable top_logprobs" in named.stderr
+    auto = run_cli("score", *api, "--explanations", run, "--simulator", "openai:m", env=ENV)
+    assert auto.returncode == 0, auto.stderr
+    score_run = re.search(r"run (s-\w+)", auto.stdout)[1]  # type: ignore[index]
+    manifest = storage.read_json(f"{contract.scores_path(score_run)}/_manifest.json")
+    assert manifest["parameters"]["scorers"] == ["simulation", "embedding"]
+    assert "auto, without fuzzing" in manifest["scorer_choice"] and "top_logprobs" in manifest["scorer_choice"]
+
+    # a server with them: detection and fuzzing read P(Yes), variants summed
+    fake.choice_logprobs = yes_if_numbers
+    before = chat_requests(fake)
+    both = run_cli(
+        "score", *api, "--explanations", run, "--simulator", "openai:m", "--scorers", "detection,fuzzing", env=ENV
+    )
+    assert both.returncode == 0, both.stderr
+    score_run = re.search(r"run (s-\w+)", both.stdout)[1]  # type: ignore[index]
+    scores = storage.read_parquet(contract.scores_path(score_run)).to_pandas()
+    assert scores["detection_auc"].notna().any() and scores["fuzzing_auc"].notna().any()
+    assert scores["detection_auc"].dropna().between(0, 1).all()
+    asked = [body for _, _, body in fake.requests[before:] if body.get("logprobs")]
+    assert asked and all(b["max_tokens"] == 1 and b["top_logprobs"] == 20 for b in asked)
+    manifest = storage.read_json(f"{contract.scores_path(score_run)}/_manifest.json")
+    assert "returns top_logprobs" in manifest["scorer_choice"]
+    auto_again = run_cli("score", *api, "--explanations", run, "--simulator", "openai:m", env=ENV)
+    assert auto_again.returncode == 0, auto_again.stderr
+    score_run = re.search(r"run (s-\w+)", auto_again.stdout)[1]  # type: ignore[index]
+    manifest = storage.read_json(f"{contract.scores_path(score_run)}/_manifest.json")
+    assert manifest["parameters"]["scorers"] == ["simulation", "embedding", "fuzzing"]
+    assert_no_secret(root, explained.stdout, auto.stdout, both.stdout, named.stderr)
