@@ -99,7 +99,7 @@ def _resolve(config: AtlasConfig | None, options: LLMOptions | None, parameters:
         config = AtlasConfig.of(dict(config))
     defaults = atlas_flat_defaults()
     changes = {name: value for name, value in parameters.items() if value != defaults.get(name)}
-    return overlay(config, changes, options.model_dump() if options else None)
+    return overlay(config, changes, options.model_dump(exclude_unset=True) if options else None)
 
 
 @dataclass

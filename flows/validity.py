@@ -178,5 +178,6 @@ def _oracles(plan: ValidityPlan, llm: CachedBackend) -> list[dict[str, Any]]:
     picked = np.sort(rng.choice(corpus.num_rows, size=min(ORACLE_WINDOWS, corpus.num_rows), replace=False))
     sample = corpus.select(["sequence_id", "tokens"]).take(pc.cast(picked, "int64")).to_pydict()
     windows = [(int(s), tuple(t)) for s, t in zip(sample["sequence_id"], sample["tokens"], strict=True)]
-    method = choose_method(plan.methods[0], llm.can_read_digits)
+    # over an API the oracles are simulated with JSON (line-by-line runs in process only)
+    method = choose_method(plan.methods[0], llm.can_read_digits and llm.id.startswith("local:"))
     return score_oracles(build_scorers(plan.scorers, llm, Encoder, method), windows, rng)

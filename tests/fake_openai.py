@@ -6,6 +6,7 @@ in progress for a set number of polls. Used to test the `openai:` backend agains
 import email.parser
 import json
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +35,10 @@ class FaultyServer:
         """Retrievals a new batch answers `in_progress` before it completes."""
         self.tokens_served = 0
         """Prompt and completion tokens of every answer sent, as its `usage` said."""
+        self.prompt_logprobs: str | None = None
+        """Completions with `echo` and `logprobs`: None (not served: 404), "aligned" (each prompt
+        token's alternatives are those of its own position) or "shifted" (those of the next
+        position, as llama.cpp's server gives them)."""
         self.choice_logprobs: Callable[[list[dict[str, str]]], dict[str, float]] | None = None
         """When set, a request asking for `logprobs` gets the first answer token's alternatives:
         this function's {token: probability}. Unset: logprobs are ignored, as by a server without them."""
@@ -63,6 +68,51 @@ class FaultyServer:
             "model": body["model"],
             "choices": [choice],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 7, "total_tokens": prompt_tokens + 7},
+        }
+
+    def text_completion(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Echoed prompts with made-up but well-formed log-probabilities: a prompt token's own
+        text is its most likely alternative; where a digit is read ("<token>\t" then the
+        placeholder), 9 is likely after a token with a digit in it, else 0."""
+        prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+        choices = []
+        for index, prompt in enumerate(prompts):
+            pieces = re.findall(r"\d|[A-Za-z]+|\s+|[^\sA-Za-z\d]", prompt)
+            offsets = [sum(len(p) for p in pieces[:i]) for i in range(len(pieces))]
+            top = []
+            for i, piece in enumerate(pieces):
+                before = prompt[: offsets[i]]
+                line = before.rsplit("\n", 1)[-1]
+                if before.endswith("\t") and line.count("\t") == 1:  # an activation is read here
+                    digit = "9" if any(c.isdigit() for c in line) else "0"
+                    alternatives = {digit: 0.8, "5": 0.1, piece: 0.05}
+                else:
+                    alternatives = {piece: 0.9, "#": 0.05}
+                top.append({token: math.log(p) for token, p in alternatives.items()})
+            if self.prompt_logprobs == "shifted":
+                top = [*top[1:], {"#": math.log(0.5)}]
+            top[0] = None  # type: ignore[call-overload]  # nothing predicts the first token
+            logprobs = {
+                "tokens": pieces,
+                "token_logprobs": [None] + [t.get(p, -9.0) for t, p in zip(top[1:], pieces[1:], strict=True)],
+                "top_logprobs": top,
+                "text_offset": offsets,
+            }
+            choices.append({"index": index, "text": prompt + "\n", "logprobs": logprobs, "finish_reason": "length"})
+        tokens, answers = sum(len(c["logprobs"]["tokens"]) for c in choices), len(choices)
+        with self.lock:
+            self.tokens_served += tokens + answers
+        return {
+            "id": "cmpl-test",
+            "object": "text_completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": tokens,
+                "completion_tokens": len(choices),
+                "total_tokens": tokens + len(choices),
+            },
         }
 
     def upload(self, content_type: str, body: bytes) -> dict[str, Any]:
@@ -166,6 +216,14 @@ def _handler(server: FaultyServer) -> type[BaseHTTPRequestHandler]:
                 self._send(200, json.dumps(server.create_batch(json.loads(raw))).encode())
                 return
             body = json.loads(raw)
+            if self.path.endswith("/completions") and not self.path.endswith("/chat/completions"):
+                with server.lock:
+                    server.requests.append((time.monotonic(), "completions", body))
+                if server.prompt_logprobs is None:
+                    self._send(404, b'{"error": {"message": "not found"}}')
+                else:
+                    self._send(200, json.dumps(server.text_completion(body)).encode())
+                return
             behaviour = server.next_behaviour(body)
             with server.lock:
                 server.in_flight += 1

@@ -192,11 +192,16 @@ def check_score(config: ScoreConfig, options: LLMOptions | None) -> tuple[str, t
         check_batch(options, "local", (config.simulator, "--simulator"))
     if config.method not in METHODS:
         raise InputError(f"--method {config.method}: expected one of {', '.join(METHODS)}")
-    if not local and config.method in ("line-by-line", "all-at-once"):
+    if not local and config.method == "line-by-line":
+        raise InputError(f"--method line-by-line: runs in process only; {config.simulator}: use all-at-once or json")
+    if not local and config.method == "all-at-once" and options is not None and options.tokenizer is None:
         raise InputError(
-            f"--method {config.method}: {config.simulator} cannot read prompt probabilities; use --method json"
+            f"--method all-at-once: {config.simulator}: needs the model's chat template to build the prompt; "
+            "pass --llm-tokenizer (a shipped model or model folder)"
         )
     check_scale(config.scale)
+    if config.method == "all-at-once":  # over an API: checked against the server when it is built
+        return config.method, scorers
     return choose_method(config.method, local), scorers
 
 
@@ -230,13 +235,19 @@ def fit_to_simulator(plan: ScorePlan, llm: LLMBackend) -> ScorePlan:
     prompt probabilities it cannot read is an error."""
     from dataclasses import replace
 
-    if not llm.can_read_digits and plan.method in ("line-by-line", "all-at-once"):
-        raise InputError(f"--method {plan.method}: {llm.id} cannot read prompt probabilities")
     llm_scorers = [name for name in plan.scorers if name != "embedding"]
     if not llm_scorers and plan.config.scorers.strip() != "auto":
         return replace(plan, choice=f"scorers {', '.join(plan.scorers)}: no simulator needed")
+    method, why = plan.method, "as asked"
+    if "simulation" in plan.scorers or plan.config.scorers.strip() == "auto":
+        if plan.method in ("line-by-line", "all-at-once") and not llm.can_read_digits:
+            raise InputError(f"--method {plan.method}: {llm.id}: {llm.abilities}")
+        if plan.config.method == "auto" and plan.method == "json" and llm.can_read_digits:
+            method, why = "all-at-once", "auto: the simulator's prompt log-probabilities are readable"
+        elif plan.config.method == "auto":
+            why = "auto"
     scorers, note = fit_scorers(plan.config.scorers, llm)
-    return replace(plan, scorers=scorers, choice=f"{note}; method {plan.method}")
+    return replace(plan, scorers=scorers, method=method, choice=f"{note}; method {method} ({why})")
 
 
 # -- validity ----------------------------------------------------------------------------------

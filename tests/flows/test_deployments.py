@@ -41,10 +41,13 @@ def test_a_deployment_run_completes_and_publishes(prefect_server: dict[str, str]
     nightly = run([prefect, "deployment", "inspect", "atlas/atlas-nightly"], env)
     assert "'cron': '0 2 * * *'" in nightly and "'timezone': 'UTC'" in nightly
     # `neuronatlas deploy` replaces both: the flow found by module path, the root given here
-    created = run([str(BIN / "neuronatlas"), "deploy", "--root", str(root)], env)
+    # with a spend cap and a concurrency limit: the LLM options go into the deployments' config
+    deploy = [str(BIN / "neuronatlas"), "deploy", "--root", str(root), "--budget-tokens", "5000000"]
+    created = run([*deploy, "--concurrency", "3"], env)
     assert "atlas/atlas-nightly, atlas/atlas-on-demand" in created
     on_demand = run([prefect, "deployment", "inspect", "atlas/atlas-on-demand"], env)
     assert "'entrypoint': 'neuronatlas.flows.atlas.atlas'" in on_demand and str(root) in on_demand
+    assert "'budget_tokens': 5000000" in on_demand and "'concurrency': 3" in on_demand
 
     with serve(FaultyServer(answer)) as url:
         parameters = {
@@ -70,3 +73,5 @@ def test_a_deployment_run_completes_and_publishes(prefect_server: dict[str, str]
     assert [v["version"] for v in versions] == [0, 1] and versions[1]["rows"] == 2
     [report] = catalog.runs(str(root))
     assert report["status"] == "completed" and report["prefect_flow_run_id"] == flow_run_id
+    llm = report["config"]["llm"]  # the run's own options (base_url) laid over the deployed ones
+    assert llm["budget_tokens"] == 5_000_000 and llm["concurrency"] == 3 and llm["base_url"] == url

@@ -196,3 +196,78 @@ def test_yes_no_scorers_read_top_logprobs_and_auto_says_why(root: str, server: t
     manifest = storage.read_json(f"{contract.scores_path(score_run)}/_manifest.json")
     assert manifest["parameters"]["scorers"] == ["simulation", "embedding", "fuzzing"]
     assert_no_secret(root, explained.stdout, auto.stdout, both.stdout, named.stderr)
+
+
+def test_run_with_the_batch_api_sends_one_batch_per_llm_stage(
+    extracted: Path, root: str, server: tuple[FaultyServer, str]
+) -> None:
+    fake, url = server
+    run = [
+        "run", "--root", root, "--source", str(extracted.parent / "wiki.jsonl"), "--extract-layers", "3",
+        "--limit", "64", "--top-k", "8", "--random-k", "3", "--layers", "3", "--neurons", "3", "--samples", "1",
+        "--explainer", "openai:m", "--simulator", "openai:m", "--scorers", "simulation", "--base-url", url,
+        "--batch-api", "--poll-seconds", "0.05",
+    ]  # fmt: skip
+    first = run_cli(*run, env=ENV)
+    assert first.returncode == 0, first.stderr
+    assert "table:" in first.stdout  # published
+    kinds = [kind for _, kind, _ in fake.requests]
+    assert kinds.count("create batch") == 2 and chat_requests(fake) == 0  # explain, then score: a batch each
+    again = run_cli(*run, env=ENV)  # everything done: no batch, no request
+    assert again.returncode == 0, again.stderr
+    assert [kind for _, kind, _ in fake.requests].count("create batch") == 2 and chat_requests(fake) == 0
+    assert_no_secret(root, first.stdout + first.stderr, again.stdout + again.stderr)
+
+
+def test_all_at_once_over_an_api_reads_echoed_prompt_logprobs_and_refuses_shifted_ones(
+    root: str, server: tuple[FaultyServer, str]
+) -> None:
+    fake, url = server
+    api = ["--root", root, "--base-url", url]
+    explained = run_cli("explain", *api, "--neurons", NEURONS, *ONE, "--explainer", "openai:m", env=ENV)
+    assert explained.returncode == 0, explained.stderr
+    run = re.search(r"run (e-\w+)", explained.stdout)[1]  # type: ignore[index]
+    score = ["score", *api, "--explanations", run, "--simulator", "openai:m", "--scorers", "simulation"]
+    template = ["--llm-tokenizer", "qwen2.5-coder-0.5b"]
+
+    untemplated = run_cli(*score, "--method", "all-at-once", env=ENV)
+    assert_clean_failure(untemplated, "--method all-at-once: openai:m: needs the model's chat template")
+    fake.prompt_logprobs = "shifted"  # as llama.cpp's server echoes them: refused, never scored
+    shifted = run_cli(*score, "--method", "all-at-once", *template, env=ENV)
+    assert_clean_failure(shifted, "shifted by one position")
+    storage = Storage.open(root)
+    assert not storage.list("scores")
+
+    fake.prompt_logprobs = "aligned"
+    before = len(fake.requests)
+    scored = run_cli(*score, *template, env=ENV)  # --method auto: all-at-once, the server allows it
+    assert scored.returncode == 0, scored.stderr
+    score_run = re.search(r"run (s-\w+)", scored.stdout)[1]  # type: ignore[index]
+    manifest = storage.read_json(f"{contract.scores_path(score_run)}/_manifest.json")
+    assert manifest["parameters"]["method"] == "all-at-once"
+    assert "method all-at-once (auto" in manifest["scorer_choice"]
+    simulations = storage.read_parquet(contract.simulations_path(score_run)).to_pandas()
+    assert simulations["failure_reason"].isna().all()
+    # the fake gives 9 (p .8) or 0 (p .8) beside 5 (p .1): expected 8.56 on a token with a digit, else 0.56
+    for _, row in simulations.iterrows():
+        tokens = tokens_of(storage, row["sequence_id"])
+        wanted = [(9 * 0.8 + 5 * 0.1) / 0.9 if any(c.isdigit() for c in t) else 0.5 / 0.9 for t in tokens]
+        assert row["simulated_activations"] == pytest.approx(wanted, abs=1e-4)
+    asked = [body for _, kind, body in fake.requests[before:] if kind == "completions"]
+    readouts = [body for body in asked if isinstance(body["prompt"], list)]
+    control = storage.read_parquet(contract.control_path(score_run)).to_pandas()
+    excerpts = set(simulations["sequence_id"]) | set(control["sequence_id"])
+    asked_excerpts = sum(len(body["prompt"]) for body in readouts)
+    # every scored excerpt read, none twice (one explanation text here: the cache has the repeats)
+    assert len(excerpts) <= asked_excerpts <= len(simulations) + len(control)
+    assert len(readouts) < asked_excerpts  # excerpts go as lists of prompts: one request per call
+    assert chat_requests(fake) == 3  # the explanations only: nothing went out as a chat request for simulation
+    assert_no_secret(root, scored.stdout + scored.stderr)
+
+
+def tokens_of(storage: Storage, sequence_id: int) -> list[str]:
+    from neuronatlas.datasets import corpus
+
+    [name] = storage.list("corpus")
+    table = storage.read_parquet(corpus.corpus_path(name)).to_pandas()
+    return list(table.loc[table["sequence_id"] == sequence_id, "tokens"].iloc[0])

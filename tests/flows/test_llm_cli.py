@@ -119,9 +119,21 @@ BAD = {
     "layer not extracted": (["explain", "--layers", "4"], "--layers 4: layer 4 was not extracted"),
     "scale out of range": (["explain", "--scale", "0"], "--scale 0: expected 1 to 10"),
     "no explanations yet": (["score", "--explanations", "e-nope"], "--explanations e-nope: no run of that id"),
-    "all-at-once over a chat API": (
+    "all-at-once over an API without the chat template": (
         ["score", "--simulator", "openai:x", "--method", "all-at-once", "--base-url", "http://127.0.0.1:9/v1"],
-        "--method all-at-once: openai:x cannot read prompt probabilities",
+        "--method all-at-once: openai:x: needs the model's chat template to build the prompt; pass --llm-tokenizer",
+    ),
+    "line-by-line over an API": (
+        ["score", "--simulator", "openai:x", "--method", "line-by-line", "--base-url", "http://127.0.0.1:9/v1"],
+        "--method line-by-line: runs in process only; openai:x: use all-at-once or json",
+    ),
+    "batch API with a local model": (
+        ["explain", "--batch-api"],
+        "--batch-api: --explainer local:qwen2.5-coder-1.5b: the Batch API needs an openai: backend",
+    ),
+    "unknown tokenizer for the budget": (
+        ["explain", "--explainer", "openai:x", "--base-url", "http://127.0.0.1:9/v1", "--llm-tokenizer", "gpt-9"],
+        "--llm-tokenizer gpt-9: model 'gpt-9': not a shipped model",
     ),
     "unknown scorer": (["score", "--scorers", "embedding,vibes"], "--scorers embedding,vibes: expected"),
     "negative side misspelt": (["explain", "--sign", "down"], "--sign down: expected positive or negative"),

@@ -68,3 +68,15 @@ def test_yes_no_readouts_over_the_server_match_the_same_weights_in_process(llama
         assert remote_yes + remote_no > 0.5  # the answer is almost surely Yes or No
         assert abs(remote_yes / (remote_yes + remote_no) - local_yes / (local_yes + local_no)) <= READOUT_TOLERANCE
     assert api.usage.calls == 1 + len(texts)  # the probe, then one request per text
+
+
+def test_the_servers_shifted_prompt_logprobs_are_detected_and_all_at_once_is_refused(llama_server: str) -> None:
+    from neuronatlas.adapters.openai_llm import chat_template
+    from neuronatlas.core.prompts import all_at_once_prompt
+
+    template = chat_template("qwen2.5-coder-0.5b")[1]
+    backend = OpenAIBackend("qwen-0.5b", base_url=llama_server, concurrency=1, timeout_s=120, template=template)
+    assert not backend.can_read_digits
+    readout = backend.read_digits(all_at_once_prompt("years."), [[" in", " 1932"]])
+    assert readout.failure is not None and "shifted by one position" in readout.failure
+    assert backend.usage.calls == 1  # the probe only: nothing was read from the misaligned server

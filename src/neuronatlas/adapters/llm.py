@@ -3,9 +3,11 @@ they implement is `core/llm.py`).
 
 - `local:<model>`: in-process transformers (`local_llm.py`); reads digit probabilities from the
   prompt itself (all-at-once simulation).
-- `openai:<model>`: any OpenAI-compatible server (`openai_llm.py`): chat completions, so it
-  simulates with the JSON format; detection and fuzzing read `top_logprobs` where the server
-  returns them. `--batch-api` sends a stage's requests as one OpenAI batch.
+- `openai:<model>`: any OpenAI-compatible server (`openai_llm.py`): chat completions (JSON
+  simulation); detection and fuzzing read `top_logprobs` where the server returns them;
+  all-at-once simulation reads echoed prompt log-probabilities where the server returns them
+  aligned and `--llm-tokenizer` gives the chat template. `--batch-api` sends a stage's chat
+  requests as one OpenAI batch.
 """
 
 import os
@@ -77,8 +79,9 @@ def make_backend(
         from neuronatlas.adapters.local_llm import LocalBackend
 
         return LocalBackend(spec.model, options.device, options.dtype, options.batch_size)
-    from neuronatlas.adapters.openai_llm import Budget, OpenAIBackend, byte_bound, tokenizer_bound
+    from neuronatlas.adapters.openai_llm import Budget, OpenAIBackend, byte_bound, chat_template
 
+    bound, render = chat_template(options.tokenizer) if options.tokenizer else (byte_bound, None)
     budget = Budget(
         options.budget_tokens, options.budget_usd, options.usd_per_million_prompt, options.usd_per_million_completion
     )
@@ -93,6 +96,7 @@ def make_backend(
         store=store,
         poll_s=options.poll_s,
         max_wait_s=options.max_wait_s,
-        prompt_bound=byte_bound if options.tokenizer is None else tokenizer_bound(options.tokenizer),
+        prompt_bound=bound,
         shared_budget=shared_budget,
+        template=render,
     )

@@ -37,13 +37,16 @@ class CachedBackend:
         self.backend = backend
         self.storage = storage
         self.id = backend.id
-        self.can_read_digits = backend.can_read_digits
         self.hits = 0
         self.misses = 0
 
     @property
     def usage(self) -> Usage:
         return self.backend.usage
+
+    @property
+    def can_read_digits(self) -> bool:
+        return self.backend.can_read_digits
 
     @property
     def can_read_choices(self) -> bool:

@@ -35,12 +35,19 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, TypeVar
 
 from neuronatlas.adapters.storage import Storage
 from neuronatlas.core.llm import ChoiceReadout, DigitReadout, Generation, GenerationParams, Usage
-from neuronatlas.core.prompts import EXCERPT_MARK, AllAtOncePrompt, ChatPrompt, ChoicePrompt, LineByLinePrompt
+from neuronatlas.core.prompts import (
+    EXCERPT_MARK,
+    AllAtOncePrompt,
+    ChatPrompt,
+    ChoicePrompt,
+    LineByLinePrompt,
+    token_line_pieces,
+)
 from neuronatlas.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -165,6 +172,13 @@ def byte_bound(messages: Sequence[dict[str, str]]) -> int:
 def tokenizer_bound(model: str) -> Callable[[Sequence[dict[str, str]]], int]:
     """A shipped model's (or model folder's) chat template and tokenizer as the prompt bound, plus
     a small allowance for a server whose template differs in whitespace."""
+    return chat_template(model)[0]
+
+
+def chat_template(
+    model: str,
+) -> tuple[Callable[[Sequence[dict[str, str]]], int], Callable[[Sequence[dict[str, str]]], str]]:
+    """A shipped model's (or model folder's) chat template: (prompt bound, rendered text)."""
     from neuronatlas.adapters.models import load_tokenizer, resolve_model
 
     tokenizer = load_tokenizer(resolve_model(model))
@@ -173,7 +187,11 @@ def tokenizer_bound(model: str) -> Callable[[Sequence[dict[str, str]]], int]:
         ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
         return len(ids) + MESSAGE_ALLOWANCE
 
-    return count
+    def render(messages: Sequence[dict[str, str]]) -> str:
+        text: str = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+        return text
+
+    return count, render
 
 
 def body_key(body: dict[str, Any]) -> str:
@@ -197,6 +215,8 @@ class Request:
     bodies: tuple[dict[str, Any], ...]
     reserve: tuple[int, int]
     """Upper bounds of (prompt, completion) tokens of all the bodies."""
+    endpoint: str = "chat"
+    """chat (chat completions) or completions (raw text, for prompt log-probabilities)."""
 
 
 @dataclass(frozen=True)
@@ -210,8 +230,6 @@ class Capabilities:
 
 class OpenAIBackend:
     """Chat completions on an OpenAI-compatible server (see module docstring)."""
-
-    can_read_digits = False
 
     def __init__(
         self,
@@ -227,8 +245,10 @@ class OpenAIBackend:
         max_wait_s: float | None = None,
         prompt_bound: Callable[[Sequence[dict[str, str]]], int] = byte_bound,
         shared_budget: str | None = None,
+        template: Callable[[Sequence[dict[str, str]]], str] | None = None,
     ) -> None:
-        """`shared_budget`: the name of a budget the Dask workers of a stage share (`SharedLedger`)."""
+        """`shared_budget`: the name of a budget the Dask workers of a stage share (`SharedLedger`);
+        `template`: the model's chat template, for all-at-once simulation (`chat_template`)."""
         if concurrency < 1:
             raise InputError(f"--concurrency {concurrency}: must be at least 1")
         api_key = os.environ.get("OPENAI_API_KEY")
@@ -263,6 +283,8 @@ class OpenAIBackend:
         self._pending: list[Request] = []
         """Batch mode: what `collecting` recorded, for `flush`."""
         self._capabilities: Capabilities | None = None
+        self.template = template
+        self._prompt_logprobs: tuple[bool, str] | None = None
 
     # -- the interface --------------------------------------------------------------------------
 
@@ -283,10 +305,72 @@ class OpenAIBackend:
             requests.append(Request(bodies, (self.prompt_bound(messages) * params.n, params.max_tokens * params.n)))
         return [self._generation(answers) for answers in self._ask(requests)]
 
+    @property
+    def can_read_digits(self) -> bool:
+        return self.prompt_logprobs()[0]
+
     def read_digits(
         self, prompt: AllAtOncePrompt | LineByLinePrompt, excerpts: Sequence[Sequence[str]]
     ) -> DigitReadout:
-        return DigitReadout(failure=f"{self.id} cannot read prompt probabilities; use the JSON simulator")
+        """All-at-once simulation as in process: per excerpt, the prompt text (the chat template
+        rendered here, the answer begun) with a placeholder where each token's activation goes;
+        the server echoes the prompt with each position's top alternatives, and the digits' share
+        where each placeholder starts is the expected activation. One request per call: the
+        excerpts go as a list of prompts."""
+        if isinstance(prompt, LineByLinePrompt):
+            return DigitReadout(failure=f"{self.id}: line-by-line simulation runs in process only")
+        able, reason = self.prompt_logprobs()
+        if not able or self.template is None:
+            return DigitReadout(failure=f"{self.id}: {reason}")
+        head = self.template(_chat_messages(replace(prompt.prefix, answer_prefix=""))) + prompt.prefix.answer_prefix
+        texts, reads = [], []
+        for tokens in excerpts:
+            text, offsets = head, []
+            for before, after in token_line_pieces(tokens, prompt.placeholder):
+                text += before
+                offsets.append(len(text))
+                text += after
+            texts.append(text)
+            reads.append(offsets)
+        body = {
+            "model": self.model,
+            "prompt": texts,
+            "echo": True,
+            "logprobs": TOP_LOGPROBS,
+            "max_tokens": 1,
+            "temperature": 0.0,
+        }
+        bound = sum(self.prompt_bound([{"role": "user", "content": text}]) for text in texts)
+        [[answer]] = self._ask([Request((body,), (bound, len(texts)), "completions")])
+        if answer.failure is not None:
+            return DigitReadout(failure=answer.failure)
+        return _digit_readout(answer.body, reads, prompt.scale)
+
+    def prompt_logprobs(self) -> tuple[bool, str]:
+        """Whether the server echoes prompt log-probabilities aligned with the prompt's tokens
+        (completions with `echo` and `logprobs`), found by one probe on a known text at first use;
+        a positive answer is remembered under the root."""
+        if self._prompt_logprobs is None:
+            self._prompt_logprobs = self._probe_prompt_logprobs()
+            log.info("%s: %s", self.id, self._prompt_logprobs[1])
+        return self._prompt_logprobs
+
+    def _probe_prompt_logprobs(self) -> tuple[bool, str]:
+        if self.template is None:
+            return False, "all-at-once simulation over an API needs the model's chat template: pass --llm-tokenizer"
+        state = f"{BATCH_DIR}/prompt-logprobs-{hashlib.sha256(self.id.encode()).hexdigest()[:16]}.json"
+        if self.store is not None and self.store.exists(state):
+            return True, str(self.store.read_json(state)["reason"])
+        body = {"model": self.model, "prompt": PROBE_TEXT, "echo": True, "logprobs": TOP_LOGPROBS, "max_tokens": 1}
+        answer = _run(self._with_client(lambda: self._send(body, "completions")))
+        self.usage.calls += 1
+        self.ledger.settle((0, 0), answer.prompt_tokens, answer.completion_tokens)
+        if answer.failure is not None:
+            return False, f"no prompt log-probabilities (completions with echo and logprobs: {answer.failure})"
+        able, reason = _alignment(answer.body)
+        if able and self.store is not None:
+            self.store.write_json(state, {"reason": reason, "probed": time.time()})
+        return able, reason
 
     @property
     def can_read_choices(self) -> bool:
@@ -294,7 +378,10 @@ class OpenAIBackend:
 
     @property
     def abilities(self) -> str:
-        return f"no prompt log-probabilities over a chat API (JSON simulation); {self.capabilities().reason}"
+        """What the probes made so far found (none is made for this)."""
+        found = [self._prompt_logprobs[1]] if self._prompt_logprobs else []
+        found += [self._capabilities.reason] if self._capabilities else []
+        return "; ".join(found) or "not probed"
 
     def read_choices(self, prompt: ChoicePrompt, texts: Sequence[str]) -> ChoiceReadout:
         """Per text, each choice's probability as the first answer token: its variants' (" Yes",
@@ -357,7 +444,7 @@ class OpenAIBackend:
     def _ask(self, requests: Sequence[Request]) -> list[list[Answer]]:
         if not requests:
             return []
-        if not self.batch:
+        if not self.batch or any(r.endpoint != "chat" for r in requests):  # a batch has one endpoint: chat
             return _run(self._with_client(lambda: self._direct(requests)))
         if self._collected is not None:
             for request in requests:
@@ -392,7 +479,7 @@ class OpenAIBackend:
             async def send(body: dict[str, Any]) -> Answer:
                 async with semaphore:
                     self.usage.calls += 1
-                    return await self._send(body)
+                    return await self._send(body, request.endpoint)
 
             answers = list(await asyncio.gather(*(send(body) for body in request.bodies)))
             used = (sum(a.prompt_tokens for a in answers), sum(a.completion_tokens for a in answers))
@@ -404,9 +491,10 @@ class OpenAIBackend:
 
         return list(await asyncio.gather(*(one(request) for request in requests)))
 
-    async def _send(self, body: dict[str, Any]) -> Answer:
+    async def _send(self, body: dict[str, Any], endpoint: str = "chat") -> Answer:
         try:
-            response = await self.client.chat.completions.create(**body)
+            api = self.client.chat.completions if endpoint == "chat" else self.client.completions
+            response = await api.create(**body)
             return _parse(response.to_dict() if hasattr(response, "to_dict") else response)
         except Exception as error:  # every failure becomes a reason; none escapes as a crash
             return Answer(None, _describe(error))
@@ -553,6 +641,65 @@ class OpenAIBackend:
 
 
 RESUME = "; rerun to resume it"
+PROBE_TEXT = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20"
+"""A text whose every next token is predictable: the probe of echoed prompt log-probabilities."""
+
+
+def _alignment(body: dict[str, Any] | None) -> tuple[bool, str]:
+    """Whether echoed prompt log-probabilities are aligned: at a position, the most likely
+    alternative should be the prompt's own token there (aligned), not the next one (shifted)."""
+    try:
+        found = body["choices"][0]["logprobs"]  # type: ignore[index]
+        tokens, top = found["tokens"], found["top_logprobs"]
+    except (KeyError, IndexError, TypeError):
+        return False, "no prompt log-probabilities (the server echoes no logprobs with the prompt)"
+    aligned = shifted = counted = 0
+    for i in range(1, len(tokens) - 1):
+        if not top[i]:
+            continue
+        best = max(top[i], key=top[i].get)
+        counted += 1
+        aligned += best == tokens[i]
+        shifted += best == tokens[i + 1]
+    if counted and aligned >= 0.6 * counted and aligned > shifted:
+        return True, f"the server echoes prompt log-probabilities, aligned ({aligned} of {counted} probe positions)"
+    if shifted > aligned:
+        return False, (
+            "the server's echoed prompt log-probabilities are shifted by one position (each token's alternatives "
+            f"are the next position's: {shifted} of {counted} probe positions), as llama.cpp's server returns them; "
+            "all-at-once readouts would be misread, so they are refused"
+        )
+    return False, f"the server's echoed prompt log-probabilities do not follow the probe text ({aligned} of {counted})"
+
+
+def _digit_readout(body: dict[str, Any] | None, reads: list[list[int]], scale: int) -> DigitReadout:
+    """Per excerpt and read offset (where a placeholder starts in its prompt text), the expected
+    digit and the digits' probability among the top alternatives there."""
+    try:
+        choices = sorted(body["choices"], key=lambda c: c.get("index", 0))  # type: ignore[index]
+    except (KeyError, TypeError):
+        return DigitReadout(failure="malformed completions response")
+    if len(choices) != len(reads):
+        return DigitReadout(failure=f"{len(choices)} answers to {len(reads)} prompts")
+    digits = [str(d) for d in range(scale + 1)]
+    expected, mass = [], []
+    for x, (choice, offsets) in enumerate(zip(choices, reads, strict=True)):
+        found = choice.get("logprobs") or {}
+        at = {offset: i for i, offset in enumerate(found.get("text_offset") or [])}
+        top = found.get("top_logprobs") or []
+        values, shares = [], []
+        for k, offset in enumerate(offsets):
+            i = at.get(offset)
+            if i is None or i >= len(top) or not top[i]:
+                return DigitReadout(failure=f"excerpt {x} token {k}: no server token starts at its placeholder")
+            p = [sum(math.exp(lp) for token, lp in top[i].items() if token == digit) for digit in digits]
+            if not any(p):
+                return DigitReadout(failure=f"excerpt {x} token {k}: no digit among the top {len(top[i])} next tokens")
+            values.append(sum(d * q for d, q in enumerate(p)) / sum(p))
+            shares.append(sum(p))
+        expected.append(tuple(values))
+        mass.append(tuple(shares))
+    return DigitReadout(tuple(expected), tuple(mass))
 
 
 def _choice_body(model: str, messages: list[dict[str, str]]) -> dict[str, Any]:

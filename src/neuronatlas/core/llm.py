@@ -79,8 +79,12 @@ class LLMBackend(Protocol):
     id: str
     """Backend, model and weights identity (for cache keys and lineage), e.g.
     `local:qwen2.5-coder-1.5b@sha256:cc324af0...`."""
-    can_read_digits: bool
-    """Whether `read_digits` works (needs prompt probabilities: in-process models)."""
+
+    @property
+    def can_read_digits(self) -> bool:
+        """Whether `read_digits` works (all-at-once: prompt probabilities, in process or echoed
+        aligned by a server)."""
+        ...
 
     @property
     def can_read_choices(self) -> bool:
