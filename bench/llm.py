@@ -92,6 +92,7 @@ def yes_no(messages: list[dict[str, str]]) -> dict[str, float]:
 def tokens_per_neuron(workdir: Path, neurons: int) -> dict[str, Any]:
     """Run explain and every scoring mode against the fake server; count what each sent."""
     from neuronatlas.adapters.models import load_tokenizer, resolve_model
+    from neuronatlas.adapters.openai_llm import PROBE_TEXT
     from neuronatlas.config import LLMOptions
     from neuronatlas.flows.explain import explain_neurons
     from neuronatlas.flows.extract import extract_activations
@@ -103,7 +104,17 @@ def tokens_per_neuron(workdir: Path, neurons: int) -> dict[str, Any]:
     tokenizer = load_tokenizer(resolve_model("qwen2.5-coder-0.5b"))
 
     def prompt_tokens(body: dict[str, Any]) -> int:
-        return len(tokenizer.apply_chat_template(body["messages"], add_generation_prompt=True, tokenize=True))
+        if "prompt" in body:  # completions: raw texts, the template already in them
+            return sum(len(tokenizer.encode(text)) for text in body["prompt"])
+        ids = tokenizer.apply_chat_template(
+            body["messages"], add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        return len(ids)
+
+    def completion_tokens(body: dict[str, Any]) -> int:
+        if "prompt" in body:
+            return len(body["prompt"])
+        return 1 if body.get("logprobs") else len(tokenizer.encode(fake_answer(body["messages"])))
 
     root = str(workdir / "atlas")
     source = small_jsonl_corpus(workdir / "wiki.jsonl", documents=300)
@@ -111,19 +122,21 @@ def tokens_per_neuron(workdir: Path, neurons: int) -> dict[str, Any]:
     extract_activations(root=root, layers="3", limit=512)
     server = FaultyServer(fake_answer)
     server.choice_logprobs = yes_no
+    server.prompt_logprobs = "aligned"
     stages: dict[str, Any] = {}
     with serve(server) as url:
         options = LLMOptions(base_url=url, concurrency=16)
+        with_template = options.model_copy(update={"tokenizer": "qwen2.5-coder-0.5b"})
 
         def measure(name: str, run: Any) -> Any:
             before = len(server.requests)
             result = run()
-            bodies = [body for _, _, body in server.requests[before:] if "messages" in body]
-            answers = [fake_answer(b["messages"]) if not b.get("logprobs") else "Yes" for b in bodies]
+            bodies = [body for _, _, body in server.requests[before:] if "messages" in body or "prompt" in body]
+            bodies = [body for body in bodies if body.get("prompt") != PROBE_TEXT and not _is_probe(body)]
             stages[name] = {
                 "requests": len(bodies) / neurons,
                 "prompt_tokens": sum(prompt_tokens(b) for b in bodies) / neurons,
-                "completion_tokens": sum(len(tokenizer.encode(a)) for a in answers) / neurons,
+                "completion_tokens": sum(completion_tokens(b) for b in bodies) / neurons,
             }
             return result
 
@@ -132,14 +145,25 @@ def tokens_per_neuron(workdir: Path, neurons: int) -> dict[str, Any]:
             "explain (1 sample)",
             lambda: explain_neurons(root=root, neurons=selection, samples=1, explainer="openai:m", options=options),
         )
-        for scorer in ("simulation", "detection", "fuzzing"):
+        for scorer, method in (("simulation", "json"), ("simulation", "all-at-once"), ("detection", "auto"),
+                               ("fuzzing", "auto")):  # fmt: skip
             measure(
-                f"score: {scorer}" + (" (JSON method)" if scorer == "simulation" else ""),
-                lambda scorer=scorer: simulate_and_score(
-                    root=root, explanations=explained.run_id, simulator="openai:m", scorers=scorer, options=options
+                f"score: {scorer}" + (f" ({method})" if scorer == "simulation" else ""),
+                lambda scorer=scorer, method=method: simulate_and_score(
+                    root=root,
+                    explanations=explained.run_id,
+                    simulator="openai:m",
+                    scorers=scorer,
+                    method=method,
+                    options=with_template,
                 ),
             )
     return stages
+
+
+def _is_probe(body: dict[str, Any]) -> bool:
+    messages = body.get("messages") or [{}]
+    return "Is Paris in France?" in str(messages[-1].get("content", ""))
 
 
 def real_server(workdir: Path, neurons: int) -> dict[str, Any]:
@@ -225,17 +249,21 @@ def main() -> None:
         print(f"\n2. per neuron (default records: 20 top, 15 random), {args.neurons} neurons, Qwen2.5 tokenizer")
         stages = tokens_per_neuron(workdir, args.neurons)
         results["per_neuron"] = stages
-        print("   | stage | requests | prompt tokens | completion tokens |")
-        print("   |---|---|---|---|")
-        for name, row in stages.items():
-            print(
-                f"   | {name} | {row['requests']:.1f} | {row['prompt_tokens']:,.0f} | {row['completion_tokens']:,.0f} |"
-            )
-        default = ["explain (1 sample)", "score: simulation (JSON method)", "score: fuzzing"]
-        prompt = sum(stages[name]["prompt_tokens"] for name in default)
-        completion = sum(stages[name]["completion_tokens"] for name in default)
-        print(f"   default atlas over an API (explain, JSON simulation, fuzzing): {prompt:,.0f} prompt + "
-              f"{completion:,.0f} completion tokens per neuron")  # fmt: skip
+        table(
+            ["stage", "requests", "prompt tokens", "completion tokens"],
+            [[name, f"{r['requests']:.1f}", f"{r['prompt_tokens']:,.0f}", f"{r['completion_tokens']:,.0f}"]
+             for name, r in stages.items()],
+        )  # fmt: skip
+        profiles = {
+            "explain, JSON simulation, fuzzing": ["explain (1 sample)", "score: simulation (json)", "score: fuzzing"],
+            "explain, all-at-once simulation, fuzzing": [
+                "explain (1 sample)", "score: simulation (all-at-once)", "score: fuzzing"
+            ],
+        }  # fmt: skip
+        totals = {
+            name: (sum(stages[s]["prompt_tokens"] for s in parts), sum(stages[s]["completion_tokens"] for s in parts))
+            for name, parts in profiles.items()
+        }
 
         print(f"\n3. llama-cpp-python's server, Qwen2.5-Coder-0.5B Q4_K_M, this CPU, {args.server_neurons} neuron(s)")
         served = real_server(workdir, args.server_neurons)
@@ -248,16 +276,19 @@ def main() -> None:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
-    per_neuron_usd = (prompt * args.usd_per_m_in + completion * args.usd_per_m_out) / 1e6
-    print("\n4. projection (explain, JSON simulation, fuzzing per neuron)")
-    print(f"   1,000 neurons at ${args.usd_per_m_in}/M in, ${args.usd_per_m_out}/M out: ${1000 * per_neuron_usd:,.2f}"
-          f" (Batch API, half price: ${500 * per_neuron_usd:,.2f})")  # fmt: skip
-    results["projection"] = {"usd_per_1000_neurons": 1000 * per_neuron_usd, "hours": {}}
-    for model, count in NEURON_COUNTS.items():
-        hours = count * (prompt + completion) / args.tokens_per_second / 3600
-        results["projection"]["hours"][model] = hours
-        print(f"   {model}: {count:,} neurons, {count * (prompt + completion) / 1e9:.2f} billion tokens, "
-              f"{hours:,.1f} h at {args.tokens_per_second:,.0f} tokens/s, ${count * per_neuron_usd:,.0f}")  # fmt: skip
+    print("\n4. projection")
+    results["projection"] = {}
+    for name, (prompt, completion) in totals.items():
+        usd = (prompt * args.usd_per_m_in + completion * args.usd_per_m_out) / 1e6
+        tokens = prompt + completion
+        print(f"   {name}: {prompt:,.0f} prompt + {completion:,.0f} completion tokens per neuron")
+        print(f"     1,000 neurons at ${args.usd_per_m_in}/M in, ${args.usd_per_m_out}/M out: ${1000 * usd:,.2f} "
+              f"(Batch API, half price: ${500 * usd:,.2f})")  # fmt: skip
+        hours = {model: count * tokens / args.tokens_per_second / 3600 for model, count in NEURON_COUNTS.items()}
+        results["projection"][name] = {"tokens_per_neuron": tokens, "usd_per_1000": 1000 * usd, "hours": hours}
+        for model, count in NEURON_COUNTS.items():
+            print(f"     {model}: {count * tokens / 1e9:.2f} billion tokens, {hours[model]:,.1f} h at "
+                  f"{args.tokens_per_second:,.0f} tokens/s, ${count * usd:,.0f}")  # fmt: skip
 
     out = ROOT / "bench" / "results" / f"llm-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

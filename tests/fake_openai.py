@@ -180,6 +180,7 @@ class FaultyServer:
 def _handler(server: FaultyServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go out at once, as real servers send them
 
         def log_message(self, *args: Any) -> None:  # quiet
             pass

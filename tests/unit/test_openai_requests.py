@@ -42,7 +42,9 @@ def test_the_prompt_bound_is_never_below_the_real_count(model: str) -> None:
     tokenizer = load_tokenizer(resolve_model(model))
     counted = tokenizer_bound(model)
     for messages in prompts():
-        real = len(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+        real = len(ids)
+        assert real > 100  # token ids, counted
         assert byte_bound(messages) >= real
         assert counted(messages) >= real
         assert counted(messages) <= real + 16  # and the tokenizer's bound is tight

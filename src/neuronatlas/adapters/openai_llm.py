@@ -184,7 +184,9 @@ def chat_template(
     tokenizer = load_tokenizer(resolve_model(model))
 
     def count(messages: Sequence[dict[str, str]]) -> int:
-        ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
+        ids = tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=True, tokenize=True, return_dict=False
+        )
         return len(ids) + MESSAGE_ALLOWANCE
 
     def render(messages: Sequence[dict[str, str]]) -> str:
@@ -470,8 +472,13 @@ class OpenAIBackend:
     async def _direct(self, requests: Sequence[Request]) -> list[list[Answer]]:
         semaphore = asyncio.Semaphore(self.concurrency)
 
+        shared = isinstance(self.ledger, SharedLedger)  # its calls go to the Dask scheduler: off the loop
+
+        async def account(call: Callable[..., T], *args: Any) -> T:
+            return await asyncio.to_thread(call, *args) if shared else call(*args)
+
         async def one(request: Request) -> list[Answer]:
-            refusal = await asyncio.to_thread(self.ledger.reserve, *request.reserve)
+            refusal = await account(self.ledger.reserve, *request.reserve)
             if refusal is not None:
                 self._count_failure(refusal)
                 return [Answer(None, refusal)] * len(request.bodies)
@@ -483,7 +490,7 @@ class OpenAIBackend:
 
             answers = list(await asyncio.gather(*(send(body) for body in request.bodies)))
             used = (sum(a.prompt_tokens for a in answers), sum(a.completion_tokens for a in answers))
-            await asyncio.to_thread(self.ledger.settle, request.reserve, *used)
+            await account(self.ledger.settle, request.reserve, *used)
             for answer in answers:
                 if answer.failure is not None:
                     self._count_failure(answer.failure)
