@@ -8,6 +8,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -109,6 +110,19 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def prefect_server(tmp_path: Path) -> Iterator[dict[str, str]]:
     """A dedicated Prefect server process; yields the environment that points at it."""
+    with running_prefect_server(tmp_path) as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def module_prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """One Prefect server for a module's command-line runs (each would start a temporary one)."""
+    with running_prefect_server(tmp_path_factory.mktemp("prefect")) as env:
+        yield env
+
+
+@contextmanager
+def running_prefect_server(tmp_path: Path) -> Iterator[dict[str, str]]:
     port = free_port()
     env = {
         **os.environ,

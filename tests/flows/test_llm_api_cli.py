@@ -19,6 +19,16 @@ from tests.support import small_jsonl_corpus
 SENTINEL = "sk-sentinel-7d3f0a9c41"
 """The API key of every run here: it must appear in no output and no file under the root."""
 ENV = {"OPENAI_API_KEY": SENTINEL}
+"""Every command's environment: the key, and the module's Prefect server (`shared_server`)."""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shared_server(module_prefect_server: dict[str, str]) -> None:
+    """One Prefect server for every command here (each would start a temporary one)."""
+    for name in ("PREFECT_API_URL", "PREFECT_HOME"):
+        ENV[name] = module_prefect_server[name]
+
+
 NEURONS = "3:7,3:100,3:200"
 ONE = ["--samples", "1"]
 

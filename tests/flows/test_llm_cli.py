@@ -30,13 +30,15 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def test_explain_and_score_with_the_shipped_local_model(root: str) -> None:
-    explained = run_cli("explain", "--root", root, "--neurons", "3:7,3:100", "--samples", "1", "--explainer", LLM)
+    explained = run_cli(
+        "explain", "--root", root, "--neurons", "3:7,3:100", "--samples", "1", "--explainer", LLM, timeout=900
+    )
     assert explained.returncode == 0, explained.stderr
     counts = re.search(r"run e-\w+: (\d+) explained, (\d+) failed, (\d+) LLM calls", explained.stdout)
     assert counts, explained.stdout
     assert int(counts[1]) + int(counts[2]) == 2  # 2 neurons x 1 sample
     assert int(counts[3]) == 2  # one prompt per neuron
-    scored = run_cli("score", "--root", root, "--simulator", LLM)
+    scored = run_cli("score", "--root", root, "--simulator", LLM, timeout=900)
     assert scored.returncode == 0, scored.stderr
     assert "scores: run s-" in scored.stdout
     assert "permutation null" in scored.stdout

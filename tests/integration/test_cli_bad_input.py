@@ -14,9 +14,16 @@ from tests.support import S3_ENV, free_port
 COMMAND = str(Path(sys.executable).parent / "neuronatlas")
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    """The command as a user runs it; `timeout` guards against a hang (a local LLM stage on 2
+    busy cores needs more than the default)."""
     return subprocess.run(
-        [COMMAND, *args], check=False, capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}
+        [COMMAND, *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 

@@ -79,7 +79,10 @@ def check_layer(model: Any, token_ids: np.ndarray, layers: list[int], neurons: l
         # fp32 activations, summed in fp32 within a batch: the 1e-5 tolerance for fp32
         torch.testing.assert_close(stats.mean, flat.mean(dim=0), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(stats.variance, flat.var(dim=0, unbiased=False), atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(stats.frac_positive, (flat > 0).double().mean(dim=0))
+        # a value within fp32 noise of 0 may change sign between the batched and the direct pass
+        # (each CPU picks its own matmul kernels): those tokens are the tolerance, and no more
+        undecided = (flat.abs() < 1e-5).double().mean(dim=0)
+        assert ((stats.frac_positive - (flat > 0).double().mean(dim=0)).abs() <= undecided + 1e-12).all()
         assert stats.n_tokens == flat.shape[0]
 
 
