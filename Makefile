@@ -73,6 +73,7 @@ bench: dev
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/extract.py
 	$(BIN)/python bench/viewer.py
+	$(BIN)/python bench/llm.py
 
 # Re-resolve the pinned versions after changing pyproject.toml (needs the package index).
 lock:
