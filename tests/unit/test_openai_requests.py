@@ -7,7 +7,7 @@ import math
 import pytest
 
 from neuronatlas.adapters.models import load_tokenizer, resolve_model
-from neuronatlas.adapters.openai_llm import _chat_messages, _choice_probabilities, byte_bound, tokenizer_bound
+from neuronatlas.adapters.openai_llm import _chat_messages, _choice_probabilities, byte_bound, chat_template
 from neuronatlas.core.prompts import (
     ActivationRecord,
     detection_prompt,
@@ -40,7 +40,7 @@ def prompts() -> list[list[dict[str, str]]]:
 @pytest.mark.parametrize("model", ["qwen2.5-coder-0.5b", "smollm2-135m"])
 def test_the_prompt_bound_is_never_below_the_real_count(model: str) -> None:
     tokenizer = load_tokenizer(resolve_model(model))
-    counted = tokenizer_bound(model)
+    counted = chat_template(model)[0]
     for messages in prompts():
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
         real = len(ids)

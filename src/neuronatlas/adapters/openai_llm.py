@@ -169,12 +169,6 @@ def byte_bound(messages: Sequence[dict[str, str]]) -> int:
     return sum(len(m["content"].encode()) + MESSAGE_ALLOWANCE for m in messages) + REQUEST_ALLOWANCE
 
 
-def tokenizer_bound(model: str) -> Callable[[Sequence[dict[str, str]]], int]:
-    """A shipped model's (or model folder's) chat template and tokenizer as the prompt bound, plus
-    a small allowance for a server whose template differs in whitespace."""
-    return chat_template(model)[0]
-
-
 def chat_template(
     model: str,
 ) -> tuple[Callable[[Sequence[dict[str, str]]], int], Callable[[Sequence[dict[str, str]]], str]]:
