@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -112,11 +113,13 @@ def throughput(latency: float, limits: list[int]) -> list[dict[str, Any]]:
 
 
 def fake_answer(messages: list[dict[str, str]]) -> str:
+    from tests.support import is_json_simulation, json_simulation_answer
+
     last = messages[-1]["content"]
-    if last.startswith("Explanation:") and "\nTokens: " in last:
-        tokens = json.loads(last.split("\nTokens: ", 1)[1])
-        return json.dumps([{"token": t, "activation": 9 if t.strip().isdigit() else 0} for t in tokens])
-    return "the main thing this neuron does is find numbers and years."
+    if is_json_simulation(last):
+        return json_simulation_answer(last, lambda token: token.strip().isdigit())
+    strongest = re.search(r'^"(.+?)"\t', last, re.MULTILINE)  # each neuron's own explanation
+    return f"the main thing this neuron does is find numbers, years and {strongest[1] if strongest else 'dates'}."
 
 
 def yes_no(messages: list[dict[str, str]]) -> dict[str, float]:
@@ -125,76 +128,118 @@ def yes_no(messages: list[dict[str, str]]) -> dict[str, float]:
     return {"Yes": yes, "No": 1 - yes}
 
 
-def tokens_per_neuron(workdir: Path, neurons: int) -> dict[str, Any]:
-    """Run explain and every scoring mode against the fake server; count what each sent."""
+def qwen_ids() -> Any:
+    """Token ids as a Qwen2.5 server counts them: chat messages through its chat template, texts
+    (completions prompts, answers) as they are."""
     from neuronatlas.adapters.models import load_tokenizer, resolve_model
-    from neuronatlas.adapters.openai_llm import PROBE_TEXT
-    from neuronatlas.config import LLMOptions
-    from neuronatlas.flows.explain import explain_neurons
-    from neuronatlas.flows.extract import extract_activations
-    from neuronatlas.flows.ingest import ingest_corpus
-    from neuronatlas.flows.score import simulate_and_score
-    from tests.fake_openai import FaultyServer, serve
-    from tests.support import small_jsonl_corpus
 
     tokenizer = load_tokenizer(resolve_model("qwen2.5-coder-0.5b"))
 
-    def prompt_tokens(body: dict[str, Any]) -> int:
-        if "prompt" in body:  # completions: raw texts, the template already in them
-            return sum(len(tokenizer.encode(text)) for text in body["prompt"])
-        ids = tokenizer.apply_chat_template(
-            body["messages"], add_generation_prompt=True, tokenize=True, return_dict=False
-        )
-        return len(ids)
+    def ids(prompt: str | list[dict[str, str]]) -> list[int]:
+        if isinstance(prompt, str):
+            return list(tokenizer.encode(prompt))
+        return list(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False))
 
-    def completion_tokens(body: dict[str, Any]) -> int:
-        if "prompt" in body:
-            return len(body["prompt"])
-        return 1 if body.get("logprobs") else len(tokenizer.encode(fake_answer(body["messages"])))
+    return ids
 
-    root = str(workdir / "atlas")
-    source = small_jsonl_corpus(workdir / "wiki.jsonl", documents=300)
+
+def profile_root(workdir: Path, name: str, config: Any) -> str:
+    """A root with the bench corpus and layer 3 extracted with the profile's record counts."""
+    from neuronatlas.flows.extract import extract_activations
+    from neuronatlas.flows.ingest import ingest_corpus
+    from tests.support import small_jsonl_corpus
+
+    root = str(workdir / name)
+    source = small_jsonl_corpus(workdir / f"{name}.jsonl", documents=300)
     ingest_corpus(root=root, source=str(source))
-    extract_activations(root=root, layers="3", limit=512)
+    extract_activations(root=root, layers="3", limit=512, top_k=config.extract.top_k, random_k=config.extract.random_k)
+    return root
+
+
+def tokens_per_neuron(root: str, config: Any, neurons: int, stages: list[tuple[str, str]]) -> dict[str, Any]:
+    """Explain `neurons` neurons with the profile's settings, then score them with each (scorer,
+    method) of `stages`, against the fake server counting tokens as a Qwen2.5 server with a
+    prefix cache would; per neuron, what each stage's usage manifest says the server reported."""
+    from neuronatlas.config import LLMOptions
+    from neuronatlas.flows.explain import explain_neurons
+    from neuronatlas.flows.score import simulate_and_score
+    from tests.fake_openai import FaultyServer, serve
+
     server = FaultyServer(fake_answer)
     server.choice_logprobs = yes_no
     server.prompt_logprobs = "aligned"
-    stages: dict[str, Any] = {}
+    server.tokenize = qwen_ids()
+    rows: dict[str, Any] = {}
     with serve(server) as url:
-        options = LLMOptions(base_url=url, concurrency=16)
-        with_template = options.model_copy(update={"tokenizer": "qwen2.5-coder-0.5b"})
+        options = LLMOptions(base_url=url, concurrency=16, tokenizer="qwen2.5-coder-0.5b")
 
-        def measure(name: str, run: Any) -> Any:
-            before = len(server.requests)
-            result = run()
-            bodies = [body for _, _, body in server.requests[before:] if "messages" in body or "prompt" in body]
-            bodies = [body for body in bodies if body.get("prompt") != PROBE_TEXT and not _is_probe(body)]
-            stages[name] = {
-                "requests": len(bodies) / neurons,
-                "prompt_tokens": sum(prompt_tokens(b) for b in bodies) / neurons,
-                "completion_tokens": sum(completion_tokens(b) for b in bodies) / neurons,
+        def measure(name: str, result: Any) -> Any:
+            usage = result.llm_usage
+            rows[name] = {
+                "requests": usage["calls"] / neurons,
+                "prompt_tokens": usage["prompt_tokens"] / neurons,
+                "cached_prompt_tokens": usage["cached_prompt_tokens"] / neurons,
+                "uncached_prompt_tokens": (usage["prompt_tokens"] - usage["cached_prompt_tokens"]) / neurons,
+                "completion_tokens": usage["completion_tokens"] / neurons,
             }
             return result
 
-        selection = f"{neurons}"
         explained = measure(
-            "explain (1 sample)",
-            lambda: explain_neurons(root=root, neurons=selection, samples=1, explainer="openai:m", options=options),
+            f"explain ({config.explain.samples} sample)",
+            explain_neurons(
+                root=root,
+                neurons=str(neurons),
+                samples=config.explain.samples,
+                prompt_format=config.explain.prompt_format,
+                explainer="openai:m",
+                options=options,
+            ),
         )
-        for scorer, method in (("simulation", "json"), ("simulation", "all-at-once"), ("detection", "auto"),
-                               ("fuzzing", "auto")):  # fmt: skip
+        for scorer, method in stages:
             measure(
                 f"score: {scorer}" + (f" ({method})" if scorer == "simulation" else ""),
-                lambda scorer=scorer, method=method: simulate_and_score(
+                simulate_and_score(
                     root=root,
                     explanations=explained.run_id,
                     simulator="openai:m",
                     scorers=scorer,
                     method=method,
-                    options=with_template,
+                    splits=config.score.splits,
+                    options=options,
                 ),
             )
-    return stages
+    return rows
+
+
+def oracle_results(root: str, config: Any, simulator: str, method: str) -> list[dict[str, Any]]:
+    """The oracle neurons' correct explanations against their nulls, with the profile's record
+    counts and simulated splits, simulated by `simulator` in process."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from neuronatlas.adapters.llm import make_backend
+    from neuronatlas.adapters.storage import Storage
+    from neuronatlas.config import LLMOptions
+    from neuronatlas.core.oracle import score_oracles
+    from neuronatlas.core.scorers.simulation import SimulationScorer, simulated_splits
+    from neuronatlas.datasets import corpus as corpus_contract
+    from neuronatlas.flows.validity import ORACLE_WINDOWS
+
+    storage = Storage.open(root)
+    [corpus_id] = storage.list("corpus")
+    corpus = storage.read_parquet(corpus_contract.corpus_path(corpus_id), schema=corpus_contract.SCHEMA)
+    rng = np.random.default_rng(0)
+    picked = np.sort(rng.choice(corpus.num_rows, size=min(ORACLE_WINDOWS, corpus.num_rows), replace=False))
+    sample = corpus.select(["sequence_id", "tokens"]).take(pc.cast(picked, "int64")).to_pydict()
+    windows = [(int(s), tuple(t)) for s, t in zip(sample["sequence_id"], sample["tokens"], strict=True)]
+    llm = make_backend(simulator, "--simulator", LLMOptions())
+    try:
+        scorer = SimulationScorer(llm, method, config.score.scale, splits=simulated_splits(config.score.splits))
+        return score_oracles([scorer], windows, rng, config.extract.top_k, config.extract.random_k)
+    finally:
+        release = getattr(llm, "release", None)
+        if release is not None:
+            release()
 
 
 def _is_probe(body: dict[str, Any]) -> bool:
@@ -202,7 +247,7 @@ def _is_probe(body: dict[str, Any]) -> bool:
     return "Is Paris in France?" in str(messages[-1].get("content", ""))
 
 
-def real_server(workdir: Path, neurons: int) -> dict[str, Any]:
+def real_server(workdir: Path, root: str, neurons: int) -> dict[str, Any]:
     """Explanations and fuzzing readouts through llama-cpp-python's server on this CPU."""
     import httpx
 
@@ -226,7 +271,6 @@ def real_server(workdir: Path, neurons: int) -> dict[str, Any]:
                     break
             except httpx.HTTPError:
                 time.sleep(0.5)
-        root = str(workdir / "atlas")
         options = LLMOptions(base_url=url, concurrency=1, timeout_s=600)
         rows = {}
         started = time.perf_counter()
@@ -260,76 +304,147 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--neurons", type=int, default=4)
     parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--slow-latency", type=float, default=1.0)
     parser.add_argument("--server-neurons", type=int, default=1)
     parser.add_argument("--usd-per-m-in", type=float, default=0.15)
     parser.add_argument("--usd-per-m-out", type=float, default=0.60)
     parser.add_argument("--tokens-per-second", type=float, default=20_000.0)
+    parser.add_argument("--oracle-simulator", default="local:qwen2.5-coder-1.5b")
+    parser.add_argument("--oracle-method", default="line-by-line")
+    parser.add_argument("--skip", default="", help="sections to leave out: throughput,server,oracles")
     args = parser.parse_args()
+    skip = set(args.skip.split(","))
 
+    from neuronatlas.config import AtlasConfig
     from neuronatlas.runtime import configure_environment
 
     configure_environment()
     results: dict[str, Any] = {"machine": platform.platform(), "cpus": os.cpu_count(), "arguments": vars(args)}
-
-    print(f"1. throughput against the fake server, {args.latency * 1000:.0f} ms per answer")
-    rows = throughput(args.latency, [4, 16, 64, 128])
-    results["throughput"] = rows
-    table(
-        ["concurrency", "requests", "achieved req/s", "ideal req/s", "ratio", "client CPU ms/request"],
-        [[r["concurrency"], r["requests"], f"{r['achieved_rps']:.1f}", f"{r['ideal_rps']:.1f}", f"{r['ratio']:.2f}",
-          f"{r['client_cpu_ms_per_request']:.1f}"] for r in rows],
-    )  # fmt: skip
-
+    profiles = {"default": AtlasConfig(), "large-atlas": AtlasConfig.load("large-atlas")}
+    if "throughput" not in skip:
+        results["throughput"] = print_throughput(args.latency, args.slow_latency)
     workdir = Path(tempfile.mkdtemp(prefix="bench-llm-"))
     try:
-        print(f"\n2. per neuron (default records: 20 top, 15 random), {args.neurons} neurons, Qwen2.5 tokenizer")
-        stages = tokens_per_neuron(workdir, args.neurons)
-        results["per_neuron"] = stages
-        table(
-            ["stage", "requests", "prompt tokens", "completion tokens"],
-            [[name, f"{r['requests']:.1f}", f"{r['prompt_tokens']:,.0f}", f"{r['completion_tokens']:,.0f}"]
-             for name, r in stages.items()],
-        )  # fmt: skip
-        profiles = {
-            "explain, JSON simulation, fuzzing": ["explain (1 sample)", "score: simulation (json)", "score: fuzzing"],
-            "explain, all-at-once simulation, fuzzing": [
-                "explain (1 sample)", "score: simulation (all-at-once)", "score: fuzzing"
-            ],
-        }  # fmt: skip
-        totals = {
-            name: (sum(stages[s]["prompt_tokens"] for s in parts), sum(stages[s]["completion_tokens"] for s in parts))
-            for name, parts in profiles.items()
-        }
-
-        print(f"\n3. llama-cpp-python's server, Qwen2.5-Coder-0.5B Q4_K_M, this CPU, {args.server_neurons} neuron(s)")
-        served = real_server(workdir, args.server_neurons)
-        results["llama_cpp_server"] = served
-        table(
-            ["stage", "requests", "prompt tokens", "completion tokens", "seconds", "req/s", "tokens/s"],
-            [[name, r["calls"], f"{r['prompt_tokens']:,}", f"{r['completion_tokens']:,}", f"{r['seconds']:.0f}",
-              f"{r['requests_per_s']:.2f}", f"{r['tokens_per_s']:.0f}"] for name, r in served.items()],
-        )  # fmt: skip
+        roots = {name: profile_root(workdir, name, config) for name, config in profiles.items()}
+        results["per_neuron"], totals = print_per_neuron(roots, profiles, args.neurons)
+        if "oracles" not in skip:
+            results["oracles"] = print_oracles(roots, profiles, args.oracle_simulator, args.oracle_method)
+        if "server" not in skip:
+            results["llama_cpp_server"] = print_real_server(workdir, roots["default"], args.server_neurons)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-    print("\n4. projection")
-    results["projection"] = {}
-    for name, (prompt, completion) in totals.items():
-        usd = (prompt * args.usd_per_m_in + completion * args.usd_per_m_out) / 1e6
-        tokens = prompt + completion
-        print(f"   {name}: {prompt:,.0f} prompt + {completion:,.0f} completion tokens per neuron")
-        print(f"     1,000 neurons at ${args.usd_per_m_in}/M in, ${args.usd_per_m_out}/M out: ${1000 * usd:,.2f} "
-              f"(Batch API, half price: ${500 * usd:,.2f})")  # fmt: skip
-        hours = {model: count * tokens / args.tokens_per_second / 3600 for model, count in NEURON_COUNTS.items()}
-        results["projection"][name] = {"tokens_per_neuron": tokens, "usd_per_1000": 1000 * usd, "hours": hours}
-        for model, count in NEURON_COUNTS.items():
-            print(f"     {model}: {count * tokens / 1e9:.2f} billion tokens, {hours[model]:,.1f} h at "
-                  f"{args.tokens_per_second:,.0f} tokens/s, ${count * usd:,.0f}")  # fmt: skip
-
+    results["projection"] = print_projection(totals, args)
     out = ROOT / "bench" / "results" / f"llm-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str))
     print(f"\nresults: {out}")
+
+
+def print_throughput(latency: float, slow_latency: float) -> list[dict[str, Any]]:
+    """Section 1: at the stated latency, then at a slower one where the ideal rate of a high
+    concurrency limit stays within what this machine's CPUs can send."""
+    results = []
+    for seconds, limits in ((latency, [4, 16, 64, 128]), (slow_latency, [64, 128, 256])):
+        print(f"1. throughput against the fake server, {seconds * 1000:.0f} ms per answer")
+        rows = throughput(seconds, limits)
+        results += [{"latency_s": seconds, **row} for row in rows]
+        table(
+            ["concurrency", "requests", "achieved req/s", "ideal req/s", "ratio", "client CPU ms/request"],
+            [[r["concurrency"], r["requests"], f"{r['achieved_rps']:.1f}", f"{r['ideal_rps']:.1f}",
+              f"{r['ratio']:.2f}", f"{r['client_cpu_ms_per_request']:.1f}"] for r in rows],
+        )  # fmt: skip
+    print()
+    return results
+
+
+def print_per_neuron(
+    roots: dict[str, str], profiles: dict[str, Any], neurons: int
+) -> tuple[dict[str, Any], dict[str, tuple[float, float, float]]]:
+    """Section 2: each profile's stages per neuron, and (prompt, uncached prompt, completion)
+    tokens of all its stages."""
+    results, totals = {}, {}
+    for name, config in profiles.items():
+        default = name == "default"
+        stages = [("simulation", "all-at-once"), ("simulation", "json")]
+        stages += [("fuzzing", "auto"), ("detection", "auto")] if default else []
+        print(
+            f"2. per neuron, profile {name} ({config.extract.top_k} top and {config.extract.random_k} random "
+            f"records, {config.explain.samples} sample, splits {config.score.splits}), {neurons} neurons, "
+            "Qwen2.5 tokens and prefix cache as the server reports them"
+        )
+        rows = tokens_per_neuron(roots[name], config, neurons, stages)
+        results[name] = rows
+        table(
+            ["stage", "requests", "prompt tokens", "of which cached", "uncached", "completion tokens"],
+            [[stage, f"{r['requests']:.1f}", f"{r['prompt_tokens']:,.0f}", f"{r['cached_prompt_tokens']:,.0f}",
+              f"{r['uncached_prompt_tokens']:,.0f}", f"{r['completion_tokens']:,.0f}"] for stage, r in rows.items()],
+        )  # fmt: skip
+        parts = [stage for stage in rows if stage.startswith("explain") or "all-at-once" in stage]
+        parts += ["score: fuzzing"] if default else []  # what auto runs over a server with logprobs
+        prompt, uncached = (sum(rows[p][key] for p in parts) for key in ("prompt_tokens", "uncached_prompt_tokens"))
+        totals[name] = (prompt, uncached, sum(rows[p]["completion_tokens"] for p in parts))
+        print(
+            f"   all stages ({', '.join(parts)}): {prompt:,.0f} prompt tokens per neuron, {uncached:,.0f} not read "
+            "from the prefix cache (target for large-atlas: <= 4,000)\n"
+        )
+    return results, totals
+
+
+def print_oracles(roots: dict[str, str], profiles: dict[str, Any], simulator: str, method: str) -> dict[str, Any]:
+    """Section 3: the oracle neurons under each profile's record counts and splits."""
+    results = {}
+    print(f"3. oracle neurons, simulated by {simulator} ({method}), real / null")
+    for name, config in profiles.items():
+        started = time.perf_counter()
+        rows = oracle_results(roots[name], config, simulator, method)
+        results[name] = {"seconds": time.perf_counter() - started, "rows": rows}
+        print(f"   profile {name} ({time.perf_counter() - started:.0f} s):")
+        table(
+            ["oracle", "explanation", "simulation real", "null"],
+            [[r["oracle"], r["explanation"], _fmt(r.get("simulation")), _fmt(r.get("simulation_null"))]
+             for r in rows],
+        )  # fmt: skip
+    print()
+    return results
+
+
+def print_real_server(workdir: Path, root: str, neurons: int) -> dict[str, Any]:
+    """Section 4: llama-cpp-python's server on this CPU."""
+    print(f"4. llama-cpp-python's server, Qwen2.5-Coder-0.5B Q4_K_M, this CPU, {neurons} neuron(s)")
+    served = real_server(workdir, root, neurons)
+    table(
+        ["stage", "requests", "prompt tokens", "completion tokens", "seconds", "req/s", "tokens/s"],
+        [[name, r["calls"], f"{r['prompt_tokens']:,}", f"{r['completion_tokens']:,}", f"{r['seconds']:.0f}",
+          f"{r['requests_per_s']:.2f}", f"{r['tokens_per_s']:.0f}"] for name, r in served.items()],
+    )  # fmt: skip
+    print()
+    return served
+
+
+def print_projection(totals: dict[str, tuple[float, float, float]], args: argparse.Namespace) -> dict[str, Any]:
+    """Section 5: cost of 1,000 neurons and hours for whole models, per profile."""
+    print("5. projection (all stages per neuron; uncached prompt tokens are what a prefix-caching server computes)")
+    results = {}
+    for name, (prompt, uncached, completion) in totals.items():
+        usd = (prompt * args.usd_per_m_in + completion * args.usd_per_m_out) / 1e6
+        computed = uncached + completion
+        print(f"   {name}: {prompt:,.0f} prompt ({uncached:,.0f} uncached) + {completion:,.0f} completion tokens")
+        print(f"     1,000 neurons at ${args.usd_per_m_in}/M in, ${args.usd_per_m_out}/M out: ${1000 * usd:,.2f} "
+              f"(Batch API, half price: ${500 * usd:,.2f}; before any cached-token discount)")  # fmt: skip
+        hours = {model: count * computed / args.tokens_per_second / 3600 for model, count in NEURON_COUNTS.items()}
+        results[name] = {
+            "prompt_tokens": prompt, "uncached_prompt_tokens": uncached, "completion_tokens": completion,
+            "usd_per_1000": 1000 * usd, "hours": hours,
+        }  # fmt: skip
+        for model, count in NEURON_COUNTS.items():
+            print(f"     {model}: {count * prompt / 1e9:.2f} billion prompt tokens ({count * uncached / 1e9:.2f} "
+                  f"uncached), {hours[model]:,.1f} h at {args.tokens_per_second:,.0f} computed tokens/s, "
+                  f"${count * usd:,.0f}")  # fmt: skip
+    return results
+
+
+def _fmt(value: Any) -> str:
+    return "null" if value is None else f"{value:.3f}"
 
 
 if __name__ == "__main__":

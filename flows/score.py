@@ -23,6 +23,7 @@ from neuronatlas.catalog.records import Corpora
 from neuronatlas.catalog.runs import find_activation_run, needs_work
 from neuronatlas.config import LLMOptions, ScoreConfig, parameters, with_signature
 from neuronatlas.core.prompts import PROMPT_VERSION
+from neuronatlas.core.scorers.simulation import simulated_splits
 from neuronatlas.core.scoring import control_partners
 from neuronatlas.core.summary import explanation_sensitivity_of, summary, verdict
 from neuronatlas.datasets import explanations as contract
@@ -32,7 +33,7 @@ from neuronatlas.tasks.llm import prefetch_batch, shared_budget_name
 from neuronatlas.tasks.score import ScoreWork, score_layer_task, scorers_for
 from neuronatlas.version import code_version
 
-SCORER_VERSION = "2"
+SCORER_VERSION = "3"
 """Bumped whenever a scorer's spans, prompts or arithmetic change: part of every score run's id,
 so a rerun after such a change scores afresh (LLM answers still come from the cache)."""
 
@@ -119,6 +120,7 @@ def _score_work(plan: ScorePlan, llm: CachedBackend, options: LLMOptions) -> Sco
         "prompt_version": PROMPT_VERSION,
         "scorer_version": SCORER_VERSION,
         "scorers": list(plan.scorers),
+        "splits": ",".join(simulated_splits(config.splits)),
         "encoder": Encoder.id if "embedding" in plan.scorers else None,
     }
     run = contract.run_id("s", plan.explanations_run, llm.id if simulating else None, parameters)

@@ -21,6 +21,7 @@ from neuronatlas.config import LLMOptions
 from neuronatlas.core.llm import LLMBackend
 from neuronatlas.core.scorers import Scorer, build_scorers, retryable_failures, score_neuron
 from neuronatlas.core.scorers.base import NeuronOutcome
+from neuronatlas.core.scorers.simulation import simulated_splits
 from neuronatlas.datasets import explanations as contract
 from neuronatlas.expectations import explanations as suites
 from neuronatlas.plans import ScorePlan
@@ -33,7 +34,10 @@ def scorers_for(plan: ScorePlan, llm: LLMBackend, options: LLMOptions, encoder: 
     False: the scorers that ask the LLM only)."""
     config = plan.config
     chosen = plan.scorers if encoder else tuple(name for name in plan.scorers if name != "embedding")
-    return build_scorers(chosen, llm, lambda: Encoder(options.device), plan.method, config.scale, config.placeholder)
+    splits = simulated_splits(config.splits)
+    return build_scorers(
+        chosen, llm, lambda: Encoder(options.device), plan.method, config.scale, config.placeholder, splits
+    )
 
 
 @dataclass(frozen=True)

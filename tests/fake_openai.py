@@ -16,6 +16,9 @@ from typing import Any
 
 from tests.support import free_port
 
+BLOCK = 16
+"""Tokens per prefix-cache block (vLLM's default)."""
+
 
 class FaultyServer:
     """`faults`: behaviours consumed one per request (then "ok"): ok, 429, 500, slow, reset, garbage, not-chat."""
@@ -42,12 +45,34 @@ class FaultyServer:
         self.choice_logprobs: Callable[[list[dict[str, str]]], dict[str, float]] | None = None
         """When set, a request asking for `logprobs` gets the first answer token's alternatives:
         this function's {token: probability}. Unset: logprobs are ignored, as by a server without them."""
+        self.tokenize: Callable[[str | list[dict[str, str]]], list[int]] | None = None
+        """When set (chat messages, or a completions prompt or answer text -> token ids), usage counts
+        tokens with it and reports a prefix cache as vLLM's: `prompt_tokens_details.cached_tokens` are the
+        leading 16-token blocks some earlier prompt began with."""
+        self.cache_blocks: set[int] = set()
+        self.cached_served = 0
+        """Prompt tokens every answer sent reported as cached."""
+
+    def prompt_usage(self, prompt: str | list[dict[str, str]], fallback: int) -> tuple[int, int]:
+        """(prompt tokens, of which cached) of one prompt; `fallback` tokens without `tokenize`."""
+        if self.tokenize is None:
+            return fallback, 0
+        ids = self.tokenize(prompt)
+        cached, chain, hit = 0, 0, True
+        with self.lock:
+            for end in range(BLOCK, len(ids) + 1, BLOCK):
+                chain = hash((chain, tuple(ids[end - BLOCK : end])))
+                hit = hit and chain in self.cache_blocks
+                cached += BLOCK if hit else 0
+                self.cache_blocks.add(chain)
+            self.cached_served += cached
+        return len(ids), cached
 
     def completion(self, body: dict[str, Any]) -> dict[str, Any]:
         text = self.answer(body["messages"])
-        prompt_tokens = sum(len(m["content"]) // 4 for m in body["messages"])
-        with self.lock:
-            self.tokens_served += prompt_tokens + 7
+        prompt_tokens, cached = self.prompt_usage(
+            body["messages"], sum(len(m["content"]) // 4 for m in body["messages"])
+        )
         choice: dict[str, Any] = {
             "index": 0,
             "finish_reason": "stop",
@@ -61,13 +86,22 @@ class FaultyServer:
             ]
             choice["message"]["content"] = alternatives[0][0]
             choice["logprobs"] = {"content": [{**top[0], "top_logprobs": top}]}
+        answered = choice["message"]["content"]
+        completion_tokens = 7 if self.tokenize is None else len(self.tokenize(answered))
+        with self.lock:
+            self.tokens_served += prompt_tokens + completion_tokens
         return {
             "id": "chatcmpl-test",
             "object": "chat.completion",
             "created": 0,
             "model": body["model"],
             "choices": [choice],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 7, "total_tokens": prompt_tokens + 7},
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": cached},
+            },
         }
 
     def text_completion(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -99,7 +133,8 @@ class FaultyServer:
                 "text_offset": offsets,
             }
             choices.append({"index": index, "text": prompt + "\n", "logprobs": logprobs, "finish_reason": "length"})
-        tokens, answers = sum(len(c["logprobs"]["tokens"]) for c in choices), len(choices)
+        counted = [self.prompt_usage(p, len(c["logprobs"]["tokens"])) for p, c in zip(prompts, choices, strict=True)]
+        tokens, cached, answers = sum(n for n, _ in counted), sum(c for _, c in counted), len(choices)
         with self.lock:
             self.tokens_served += tokens + answers
         return {
@@ -112,6 +147,7 @@ class FaultyServer:
                 "prompt_tokens": tokens,
                 "completion_tokens": len(choices),
                 "total_tokens": tokens + len(choices),
+                "prompt_tokens_details": {"cached_tokens": cached},
             },
         }
 

@@ -1,7 +1,9 @@
 """Helpers shared by test modules (fixtures live in conftest.py)."""
 
 import json
+import re
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 S3_ENV = {
@@ -26,6 +28,30 @@ def small_jsonl_corpus(path: Path, documents: int = 300) -> Path:
         for document in loaded.documents[:documents]:
             handle.write(json.dumps({"title": document.doc_id, "text": document.text}) + "\n")
     return path
+
+
+_EXCERPT_LINE = re.compile(r"^Excerpt \d+ tokens: (.*)$", re.MULTILINE)
+
+
+def is_json_simulation(request: str) -> bool:
+    """Whether a last user message is a JSON simulation request."""
+    return request.startswith("Explanation:") and "\nExcerpt 1 tokens: " in request
+
+
+def json_request_excerpts(request: str) -> list[list[str]]:
+    """The tokens of each excerpt of a JSON simulation request, in order."""
+    return [json.loads(tokens) for tokens in _EXCERPT_LINE.findall(request)]
+
+
+def json_simulation_answer(request: str, fires: Callable[[str], bool]) -> str:
+    """The answer to a JSON simulation request: per excerpt, activation 9 on the tokens `fires`
+    picks, else 0."""
+    return json.dumps(
+        {
+            str(number): [{"token": t, "activation": 9 if fires(t) else 0} for t in tokens]
+            for number, tokens in enumerate(json_request_excerpts(request), start=1)
+        }
+    )
 
 
 class ScriptedBackend:
@@ -62,7 +88,7 @@ class ScriptedBackend:
             self._count()
             last = prompt.messages[-1][1]
             self.generated.append(last)
-            if last.startswith("Explanation:"):  # a JSON simulation request
+            if is_json_simulation(last):
                 answers.append(Generation((self._json_answer(last),)))
                 continue
             if "Strongest tokens" in last:  # the tokens format: "token"<tab>mean<tab>(seen Nx)
@@ -84,10 +110,8 @@ class ScriptedBackend:
         return text.rstrip(" .").rsplit(" ", 1)[-1]
 
     def _json_answer(self, request: str) -> str:
-        header, tokens_line = request.split("\nTokens: ", 1)
-        target = self._target(header)
-        tokens = json.loads(tokens_line)
-        return json.dumps([{"token": t, "activation": 9 if t.strip() == target else 0} for t in tokens])
+        target = self._target(request.split("\n", 1)[0])
+        return json_simulation_answer(request, lambda token: token.strip() == target)
 
     def read_choices(self, prompt: object, texts: list) -> object:
         """Yes (0.9) when the excerpt holds the explanation's token (detection) or marks it

@@ -26,6 +26,14 @@ SCORERS_HELP = (
 )
 
 
+PROFILES = Path(__file__).parent / "profiles"
+"""Named run configs shipped with the package (`--config large-atlas`)."""
+
+
+def profiles() -> list[str]:
+    return sorted(file.stem for file in PROFILES.glob("*.toml"))
+
+
 class Config(BaseModel):
     """A stage's settings: frozen, no unknown fields, each field documented by its docstring."""
 
@@ -102,7 +110,7 @@ class ExplainConfig(Config):
     layers: str = "all"
     """all, 5, 0,5 or 3-7 (among the extracted layers)."""
     neurons: str = "24"
-    """A count (seeded sample) or a list like 5:12,6:40."""
+    """A count (seeded sample), all, or a list like 5:12,6:40."""
     explainer: str = DEFAULT_LLM
     """local:<model> or openai:<model>."""
     samples: int = 3
@@ -135,6 +143,9 @@ class ScoreConfig(Config):
     seed: int = 0
     """Seed of the permutation control."""
     scorers: str = Field(default="auto", description=SCORERS_HELP)
+    splits: str = "calibration,valid,test"
+    """Splits the simulation scorer simulates: all three, or valid alone (the headline score and its
+    null, at a third of the tokens; the calibrated and test scores are then null)."""
 
 
 class LLMOptions(Config):
@@ -260,10 +271,13 @@ class AtlasConfig(Config):
 
     @classmethod
     def load(cls, path: str) -> "AtlasConfig":
-        """A TOML config, or the `config` of a run record (`runs/<id>.json`)."""
+        """A TOML config, a run profile's name (`PROFILES`), or the `config` of a run record
+        (`runs/<id>.json`)."""
         file = Path(path).expanduser()
+        if not file.is_file() and path in profiles():
+            file = PROFILES / f"{path}.toml"
         if not file.is_file():
-            raise InputError(f"--config {path}: no such file")
+            raise InputError(f"--config {path}: no such file (nor a profile: {', '.join(profiles())})")
         try:
             text = file.read_text(encoding="utf-8")
             values = json.loads(text).get("config") if file.suffix == ".json" else tomllib.loads(text)

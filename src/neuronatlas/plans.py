@@ -26,7 +26,7 @@ from neuronatlas.core.llm import LLMBackend
 from neuronatlas.core.prompts import FORMATS
 from neuronatlas.core.scorers import SCORERS, choose_scorers, parse_names
 from neuronatlas.core.scorers.choices import READS_CHOICES
-from neuronatlas.core.scorers.simulation import METHODS, choose_method
+from neuronatlas.core.scorers.simulation import METHODS, choose_method, simulated_splits
 from neuronatlas.errors import InputError
 
 
@@ -200,6 +200,7 @@ def check_score(config: ScoreConfig, options: LLMOptions | None) -> tuple[str, t
             "pass --llm-tokenizer (a shipped model or model folder)"
         )
     check_scale(config.scale)
+    _choice(config.splits, "--splits", simulated_splits)
     if config.method == "all-at-once":  # over an API: checked against the server when it is built
         return config.method, scorers
     return choose_method(config.method, local), scorers

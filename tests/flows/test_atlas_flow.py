@@ -94,7 +94,7 @@ def test_the_atlas_publishes_every_neurons_best_explanation_with_its_lineage(loc
     assert set(table["explanations_run"]) == {stages["explain"]["run_id"]}
     assert set(table["model_checksum"]) == {activations["model_checksum"]}
     assert set(table["corpus_fingerprint"]) == {corpus["source"]["fingerprint"]}
-    assert set(table["explainer"]) == {"scripted:v1"} and set(table["prompt_version"]) == {"2"}
+    assert set(table["explainer"]) == {"scripted:v1"} and set(table["prompt_version"]) == {"3"}
     assert table["prefect_flow_run_id"].str.fullmatch(r"[0-9a-f-]{36}").all()
     # every row carries the run's gap per scorer and whether it is significant
     gaps = storage.manifest(f"scores/{scores_run}")["summary"]["scorers"]

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from neuronatlas import catalog
-from tests.support import small_jsonl_corpus
+from tests.support import is_json_simulation, json_simulation_answer, small_jsonl_corpus
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -22,9 +22,8 @@ def run(args: list[str], env: dict[str, str], timeout: int = 120, cwd: Path | No
 
 def answer(messages: list[dict[str, str]]) -> str:
     last = messages[-1]["content"]
-    if last.startswith("Explanation:"):  # JSON simulation: mark numbers
-        tokens = json.loads(last.split("\nTokens: ", 1)[1])
-        return json.dumps([{"token": t, "activation": 9 if t.strip().isdigit() else 0} for t in tokens])
+    if is_json_simulation(last):  # mark numbers
+        return json_simulation_answer(last, lambda token: token.strip().isdigit())
     return "numbers, especially years."
 
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from neuronatlas.adapters.storage import Storage
+from neuronatlas.core.prompts import JSON_EXCERPTS_PER_REQUEST
 from neuronatlas.datasets import explanations as contract
 from tests.fake_openai import FaultyServer, serve
 from tests.integration.test_cli_bad_input import assert_clean_failure, run_cli
-from tests.support import small_jsonl_corpus
+from tests.support import is_json_simulation, json_request_excerpts, json_simulation_answer, small_jsonl_corpus
 
 SENTINEL = "sk-sentinel-7d3f0a9c41"
 """The API key of every run here: it must appear in no output and no file under the root."""
@@ -35,9 +36,8 @@ ONE = ["--samples", "1"]
 
 def answer(messages: list[dict[str, str]]) -> str:
     last = messages[-1]["content"]
-    if last.startswith("Explanation:") and "\nTokens: " in last:  # JSON simulation: numbers fire
-        tokens = json.loads(last.split("\nTokens: ", 1)[1])
-        return json.dumps([{"token": t, "activation": 9 if t.strip().isdigit() else 0} for t in tokens])
+    if is_json_simulation(last):  # numbers fire
+        return json_simulation_answer(last, lambda token: token.strip().isdigit())
     return "the main thing this neuron does is find numbers."
 
 
@@ -124,10 +124,15 @@ def test_batch_api_one_batch_per_stage_resumed_by_a_rerun(root: str, server: tup
     simulations = storage.read_parquet(contract.simulations_path(score_run)).to_pandas()
     assert len(simulations) > 0 and simulations["failure_reason"].isna().all()
     control = storage.read_parquet(contract.control_path(score_run)).to_pandas()
-    # one batch: every excerpt of the neurons and of their permutation partners, each once (every
-    # neuron has the same explanation here, so an excerpt shared by two neurons is one request)
+    # one batch: every excerpt of the neurons and of their permutation partners, a few per request
     excerpts = set(simulations["sequence_id"]) | set(control["sequence_id"])
-    assert len(fake.files["file-2"].decode().splitlines()) == len(excerpts)
+    lines = fake.files["file-2"].decode().splitlines()
+    asked = [json_request_excerpts(json.loads(line)["body"]["messages"][-1]["content"]) for line in lines]
+    assert all(1 <= len(request) <= JSON_EXCERPTS_PER_REQUEST for request in asked)
+    assert {tuple(tokens) for request in asked for tokens in request} == {
+        tuple(tokens_of(storage, sequence_id)) for sequence_id in excerpts
+    }
+    assert len(lines) < len(excerpts)
 
     again = run_cli(
         "score", *batch, "--explanations", run, "--simulator", "openai:m", "--scorers", "simulation", env=ENV
@@ -281,3 +286,45 @@ def tokens_of(storage: Storage, sequence_id: int) -> list[str]:
     [name] = storage.list("corpus")
     table = storage.read_parquet(corpus.corpus_path(name)).to_pandas()
     return list(table.loc[table["sequence_id"] == sequence_id, "tokens"].iloc[0])
+
+
+def test_the_large_atlas_profile_simulates_the_valid_split_within_its_token_budget(
+    extracted: Path, root: str, server: tuple[FaultyServer, str]
+) -> None:
+    """`run --config large-atlas` over a server with a prefix cache (tokens counted as Qwen2.5's
+    server counts them): only valid records simulated, all at once; the headline score and its null
+    exist, the calibrated and test scores are null; what the server reported as cached is in the
+    run record, and the tokens it computed stay under 4,000 per neuron."""
+    from neuronatlas.adapters.models import load_tokenizer, resolve_model
+
+    fake, url = server
+    tokenizer = load_tokenizer(resolve_model("qwen2.5-coder-0.5b"))
+    fake.tokenize = lambda prompt: (
+        tokenizer.encode(prompt)
+        if isinstance(prompt, str)
+        else tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False)
+    )
+    fake.prompt_logprobs = "aligned"
+    run = [
+        "run", "--config", "large-atlas", "--root", root, "--source", str(extracted.parent / "wiki.jsonl"),
+        "--extract-layers", "3", "--limit", "64", "--layers", "3", "--neurons", "3", "--explainer", "openai:m",
+        "--simulator", "openai:m", "--base-url", url, "--llm-tokenizer", "qwen2.5-coder-0.5b",
+    ]  # fmt: skip
+    result = run_cli(*run, env=ENV)
+    assert result.returncode == 0, result.stderr
+    storage = Storage.open(root)
+    [record] = [storage.read_json(f"runs/{name}") for name in storage.list("runs") if name.endswith(".json")]
+    stages = {stage["stage"]: stage for stage in record["stages"]}
+    score_run = stages["score"]["run_id"]
+    manifest = storage.read_json(f"{contract.scores_path(score_run)}/_manifest.json")
+    assert manifest["parameters"]["splits"] == "valid" and manifest["parameters"]["method"] == "all-at-once"
+    simulations = storage.read_parquet(contract.simulations_path(score_run)).to_pandas()
+    assert set(simulations["split"]) == {"valid"} and simulations["failure_reason"].isna().all()
+    scores = storage.read_parquet(contract.scores_path(score_run)).to_pandas()
+    assert len(scores) == 3 and scores["top_and_random_score"].notna().all() and scores["null_score"].notna().all()
+    assert scores["test_score"].isna().all() and scores["calibration_score"].isna().all()
+    usage = [stages[stage]["llm"] for stage in ("explain", "score")]
+    assert sum(u["cached_prompt_tokens"] for u in usage) == fake.cached_served > 0
+    computed = sum(u["prompt_tokens"] - u["cached_prompt_tokens"] for u in usage)
+    assert computed / 3 <= 4000
+    assert_no_secret(root, result.stdout + result.stderr)

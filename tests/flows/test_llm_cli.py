@@ -2,15 +2,15 @@
 Prefect, the shipped subject model, and the shipped 0.5B Qwen as explainer and simulator; then
 bad input, refused with one clear line before anything is written."""
 
-import json
 import re
 
 import pytest
 
 from neuronatlas.adapters.storage import Storage
+from neuronatlas.core.prompts import JSON_EXCERPTS_PER_REQUEST
 from neuronatlas.datasets import explanations as contract
 from tests.integration.test_cli_bad_input import assert_clean_failure, run_cli
-from tests.support import small_jsonl_corpus
+from tests.support import is_json_simulation, json_simulation_answer, small_jsonl_corpus
 
 LLM = "local:qwen2.5-coder-0.5b"
 
@@ -69,9 +69,8 @@ def test_openai_backend_through_the_cli_with_a_local_server(root: str) -> None:
 
     def answer(messages: list[dict[str, str]]) -> str:
         last = messages[-1]["content"]
-        if last.startswith("Explanation:"):  # JSON simulation: mark nothing but numbers
-            tokens = json.loads(last.split("\nTokens: ", 1)[1])
-            return json.dumps([{"token": t, "activation": 9 if t.strip().isdigit() else 0} for t in tokens])
+        if is_json_simulation(last):  # mark nothing but numbers
+            return json_simulation_answer(last, lambda token: token.strip().isdigit())
         return "the main thing this neuron does is find numbers."
 
     server = FaultyServer(answer, ["429", "500"])  # both retried by the client
@@ -94,8 +93,8 @@ def test_openai_backend_through_the_cli_with_a_local_server(root: str) -> None:
     assert (simulations["simulated_activations"].map(list) == numbers).all()
     kinds = [kind for _, kind, _ in server.requests]
     assert kinds[:2] == ["429", "500"]
-    # the explanation; the probe for top_logprobs (auto scorers); one request per scored excerpt
-    assert kinds.count("ok") == 1 + 1 + len(simulations)
+    # the explanation; the probe for top_logprobs (auto scorers); the scored excerpts, a few per request
+    assert kinds.count("ok") == 1 + 1 + -(-len(simulations) // JSON_EXCERPTS_PER_REQUEST)
     assert sum(1 for _, _, body in server.requests if body.get("top_logprobs")) == 1
 
 

@@ -29,17 +29,19 @@ def test_json_simulation_through_a_real_server_aligns_or_fails_with_a_reason(lla
     import numpy as np
 
     backend = OpenAIBackend("qwen-0.5b", base_url=llama_server, concurrency=1, timeout_s=120)
-    tokens = (" The", " bridge", " opened", " in", " 1932", ".")
-    prompt = json_simulation_prompt("years written as four-digit numbers.", tokens, 9)
-    [answer] = backend.generate([prompt], GenerationParams(n=1, temperature=0.0, max_tokens=200))
+    excerpts = [(" The", " bridge", " opened", " in", " 1932", "."), (" Born", " in", " 1901", ",", " she")]
+    prompt = json_simulation_prompt("years written as four-digit numbers.", excerpts, 9)
+    [answer] = backend.generate([prompt], GenerationParams(n=1, temperature=0.0, max_tokens=24 * 11 + 32 * 2))
     assert answer.failure is None, answer.failure
-    record = Record("top", "valid", 0, 1, tokens, np.zeros(len(tokens), dtype=np.float32))
-    [simulation] = json_simulations([(answer.texts[0], None)], [record], 9)
-    if simulation.values is None:  # a small model may break the format: then a reason, never zeros
-        assert simulation.failure
-    else:
-        assert len(simulation.values) == len(tokens)
-        assert ((simulation.values >= 0) & (simulation.values <= 9)).all()
+    records = [Record("top", "valid", 0, i, t, np.zeros(len(t), dtype=np.float32)) for i, t in enumerate(excerpts)]
+    simulations = json_simulations([(answer.texts[0], None)], [records], 9)
+    assert len(simulations) == len(excerpts)
+    for simulation, tokens in zip(simulations, excerpts, strict=True):
+        if simulation.values is None:  # a small model may break the format: then a reason, never zeros
+            assert simulation.failure
+        else:
+            assert len(simulation.values) == len(tokens)
+            assert ((simulation.values >= 0) & (simulation.values <= 9)).all()
 
 
 READOUT_TOLERANCE = 0.05

@@ -23,6 +23,7 @@ from neuronatlas.config import (
     atlas_parameters,
     flat_fields,
     overlay,
+    profiles,
 )
 from neuronatlas.errors import InputError
 
@@ -148,3 +149,24 @@ def test_flat_parameters_laid_over_a_config() -> None:
         overlay(uneven, {"neurons": "3"})
     with pytest.raises(InputError, match="unknown parameter corpus"):
         atlas_from_flat({"corpus": "c-1"})
+
+
+def test_a_profile_is_a_config_named_by_its_name() -> None:
+    assert profiles() == ["large-atlas"]
+    large = AtlasConfig.load("large-atlas")
+    assert large.score.splits == "valid" and large.score.scorers == "simulation"
+    assert (large.extract.top_k, large.extract.random_k, large.extract.limit) == (12, 9, None)
+    assert large.explain.neurons == "all" and large.explain.samples == 1
+    assert large.llm == LLMOptions()  # the server, model and budget are the user's
+    with pytest.raises(InputError, match=r"--config huge-atlas: no such file \(nor a profile: large-atlas\)"):
+        AtlasConfig.load("huge-atlas")
+
+
+def test_neurons_all_is_every_neuron_of_the_chosen_layers() -> None:
+    import numpy as np
+
+    from neuronatlas.core.layers import parse_neurons
+
+    rng = np.random.default_rng(0)
+    assert parse_neurons("all", [5, 2], 3, rng) == [(2, 0), (2, 1), (2, 2), (5, 0), (5, 1), (5, 2)]
+    assert parse_neurons("2:1,5:0", [5, 2], 3, rng) == [(2, 1), (5, 0)]

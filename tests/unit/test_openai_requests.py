@@ -9,6 +9,7 @@ import pytest
 from neuronatlas.adapters.models import load_tokenizer, resolve_model
 from neuronatlas.adapters.openai_llm import _chat_messages, _choice_probabilities, byte_bound, chat_template
 from neuronatlas.core.prompts import (
+    JSON_EXCERPTS_PER_REQUEST,
     ActivationRecord,
     detection_prompt,
     explainer_prompt,
@@ -31,7 +32,7 @@ def prompts() -> list[list[dict[str, str]]]:
         tokens = [f" {word}" for word in text.split()] or [" x"]
         record = ActivationRecord(tokens, [float(i % 4) for i in range(len(tokens))])
         built.append(_chat_messages(explainer_prompt([record] * 3)))
-        built.append(_chat_messages(json_simulation_prompt("years.", tokens, 9)))
+        built.append(_chat_messages(json_simulation_prompt("years.", [tokens] * JSON_EXCERPTS_PER_REQUEST, 9)))
         for choice in (detection_prompt("years."), fuzzing_prompt("years.")):
             built.append(_chat_messages(choice.prefix))
     return built

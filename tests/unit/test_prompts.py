@@ -111,7 +111,18 @@ SIMULATOR_FEWSHOT_ANSWER = (
 JSON_SYSTEM = (
     'We are studying neurons in a neural network. Each neuron looks for one particular thing in a short document. Given an explanation of what a neuron looks for, predict how strongly it fires on each token of a document.\n'
     '\n'
-    'Answer with JSON only: a list with one object per token, in the given order, each {"token": <the token, exactly as given>, "activation": <integer 0 to 9>}. Most activations are 0.'
+    'Answer with JSON only: an object whose keys are the excerpt numbers ("1", "2", ...), each value a list with one object per token of that excerpt, in the given order, each {"token": <the token, exactly as given>, "activation": <integer 0 to 9>}. Most activations are 0.'
+)
+JSON_EXAMPLE_REQUEST = (
+    'Explanation: the main thing this neuron does is find years written as four-digit numbers in dates.\n'
+    'Excerpt 1 tokens: [" The", " bridge", " opened", " in", " 1932"]\n'
+    'Excerpt 2 tokens: [" and", " closed", " in", " 1987", "."]'
+)
+JSON_EXAMPLE_ANSWER = (
+    '{"1": [{"token": " The", "activation": 0}, {"token": " bridge", "activation": 0}, '
+    '{"token": " opened", "activation": 0}, {"token": " in", "activation": 0}, {"token": " 1932", "activation": 9}], '
+    '"2": [{"token": " and", "activation": 0}, {"token": " closed", "activation": 0}, '
+    '{"token": " in", "activation": 0}, {"token": " 1987", "activation": 8}, {"token": ".", "activation": 0}]}'
 )
 # fmt: on
 
@@ -190,9 +201,16 @@ def test_all_at_once_prompt_exact_text() -> None:
 
 
 def test_json_simulation_prompt_exact_text() -> None:
-    prompt = json_simulation_prompt("years.", [" The", '"x"'], 9)
-    assert prompt.messages[0][1] == JSON_SYSTEM
-    assert prompt.messages[-1][1] == (
-        'Explanation: the main thing this neuron does is find years.\nTokens: [" The", "\\"x\\""]'
+    prompt = json_simulation_prompt("years.", [[" The", '"x"'], ["\u00e9t\u00e9", "\n"]], 9)
+    assert prompt.messages[:3] == (
+        ("system", JSON_SYSTEM),
+        ("user", JSON_EXAMPLE_REQUEST),
+        ("assistant", JSON_EXAMPLE_ANSWER),
     )
-    assert prompt.answer_prefix == ""
+    assert prompt.messages[3] == (
+        "user",
+        "Explanation: the main thing this neuron does is find years.\n"
+        'Excerpt 1 tokens: [" The", "\\"x\\""]\n'
+        'Excerpt 2 tokens: ["\u00e9t\u00e9", "\\n"]',
+    )
+    assert len(prompt.messages) == 4 and prompt.answer_prefix == ""

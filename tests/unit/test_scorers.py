@@ -7,12 +7,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from neuronatlas.core.explain import NeuronRecords
 from neuronatlas.core.scorers import SCORERS, build_scorers, choose_scorers, score_neuron
 from neuronatlas.core.scorers.base import PairResult
 from neuronatlas.core.scorers.embedding import EmbeddingResult
-from neuronatlas.core.scorers.simulation import SimulationScorer
+from neuronatlas.core.scorers.simulation import SimulationScorer, simulated_splits
 from neuronatlas.core.scoring import Score
 from neuronatlas.datasets import explanations as contract
 from tests.support import ScriptedBackend
@@ -101,3 +102,33 @@ def test_auto_depends_on_what_the_simulator_can_read() -> None:
     assert choose_scorers("auto") == ("simulation", "embedding", "fuzzing")
     assert choose_scorers("auto", reads_probabilities=False) == ("simulation", "embedding")
     assert choose_scorers("fuzzing, embedding,fuzzing") == ("fuzzing", "embedding")
+
+
+def test_simulating_the_valid_split_alone_keeps_the_headline_and_nulls_the_rest() -> None:
+    records = neuron_that_fires_on(" of")
+    everything, valid_only = ScriptedBackend(), ScriptedBackend()
+    rows = [{"explanation_id": 0, "explanation": "the word of", "failure_reason": None}]
+    full = score_neuron([SimulationScorer(everything, "all-at-once")], records, rows, partner_of(records))
+    scorer = SimulationScorer(valid_only, "all-at-once", splits=simulated_splits("valid"))
+    outcome = score_neuron([scorer], records, rows, partner_of(records))
+    valid = len(records.select(["top", "random"], ["valid"]))
+    assert [count for _, count in valid_only.read] == [valid + len(records.control())]
+    result, reference = outcome.explanations[0].results["simulation"], full.explanations[0].results["simulation"]
+    assert {r.split for r in result.excerpts} == {"valid"}
+    assert result.real.value is not None and result.null.value is not None
+    assert result.real == reference.real and result.null == reference.null  # same definition, same value
+    scores = result.scores
+    for name in ("test_score", "calibration_score", "rsquared", "absolute_dev_explained"):
+        assert getattr(scores, name).value is None
+    assert scores.test_score.reason == "test records not simulated (--splits valid)"
+    assert scores.rsquared.reason == "calibration records not simulated (--splits valid)"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("test", "valid is needed"), ("valid,train", "expected a comma-separated list"), ("", "expected")],
+)
+def test_splits_must_name_scored_splits_and_include_valid(value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        simulated_splits(value)
+    assert simulated_splits("test, valid,valid") == ("valid", "test")

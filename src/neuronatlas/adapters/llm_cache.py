@@ -72,6 +72,7 @@ class CachedBackend:
             "calls": usage.calls,
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
+            "cached_prompt_tokens": usage.cached_prompt_tokens,
             "cost_usd": round(usage.cost_usd, 6),
             "failures": usage.failures,
             "cache_hits": self.hits,

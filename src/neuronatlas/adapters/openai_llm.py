@@ -202,6 +202,8 @@ class Answer:
     failure: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    """Prompt tokens the server read from its prefix cache, as its usage reports them."""
 
 
 @dataclass(frozen=True)
@@ -497,7 +499,9 @@ class OpenAIBackend:
             # the client's low-level post: its retries and errors, without re-validating the body
             # (which costs more CPU than the rest of the request: it caps the rate on small machines)
             path = "/chat/completions" if endpoint == "chat" else "/completions"
-            return _parse(await self.client.post(path, body=body, cast_to=object))
+            answer = _parse(await self.client.post(path, body=body, cast_to=object))
+            self.usage.cached_prompt_tokens += answer.cached_tokens
+            return answer
         except Exception as error:  # every failure becomes a reason; none escapes as a crash
             return Answer(None, _describe(error))
 
@@ -637,6 +641,7 @@ class OpenAIBackend:
         for line in filter(None, output.splitlines()):
             item = json.loads(line)
             answer = _batch_answer(item)
+            self.usage.cached_prompt_tokens += answer.cached_tokens
             self.ledger.settle((0, 0), answer.prompt_tokens, answer.completion_tokens)
             answers[item["custom_id"]] = answer
         return answers
@@ -741,7 +746,8 @@ def _parse(body: Any) -> Answer:
     if not isinstance(body, dict) or "choices" not in body:
         return Answer(None, f"ValueError: response has no choices: {str(body)[:80]!r}")
     usage = body.get("usage") or {}
-    used = (usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
+    details = usage.get("prompt_tokens_details") or {}
+    used = (usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0, details.get("cached_tokens") or 0)
     if not body["choices"]:
         return Answer(None, "ValueError: response has no choices", *used)
     return Answer(body, None, *used)

@@ -156,20 +156,32 @@ class Simulation:
 
 
 def json_simulations(
-    answers: Sequence[tuple[str | None, str | None]], excerpts: Sequence[Record], scale: int
+    answers: Sequence[tuple[str | None, str | None]], groups: Sequence[Sequence[Record]], scale: int
 ) -> list[Simulation]:
-    """Parse JSON simulator answers ((text, failure) per excerpt) with strict token alignment."""
+    """Parse JSON simulator answers ((text, failure) per request, each request the excerpts of one
+    group) with strict token alignment: one simulation per excerpt, in the groups' order."""
     simulations = []
-    for (text, failure), record in zip(answers, excerpts, strict=True):
-        if failure is not None or text is None:
-            simulations.append(Simulation(None, failure=failure or "no answer", retryable=True))
-            continue
-        parsed = parse_json_simulation(text, record.tokens, scale)
-        if isinstance(parsed, Failure):
-            simulations.append(Simulation(None, failure=parsed.reason))
-        else:
-            simulations.append(Simulation(np.asarray(parsed, dtype=np.float32)))
+    for (text, failure), group in zip(answers, groups, strict=True):
+        simulations += _request_simulations(text, failure, group, scale)
     return simulations
+
+
+def _request_simulations(
+    text: str | None, failure: str | None, group: Sequence[Record], scale: int
+) -> list[Simulation]:
+    """The simulations of one request's excerpts: a failed call fails each (retryable), an
+    unusable answer each, else every excerpt has its values or its own failure."""
+    if failure is not None or text is None:
+        return [Simulation(None, failure=failure or "no answer", retryable=True) for _ in group]
+    parsed = parse_json_simulation(text, [record.tokens for record in group], scale)
+    if isinstance(parsed, Failure):
+        return [Simulation(None, failure=parsed.reason) for _ in group]
+    return [
+        Simulation(None, failure=values.reason)
+        if isinstance(values, Failure)
+        else Simulation(np.asarray(values, dtype=np.float32))
+        for values in parsed
+    ]
 
 
 def score(excerpts: Sequence[Record], simulations: Sequence[Simulation]) -> ExplanationScores:

@@ -28,9 +28,11 @@ def parse_layers(spec: str, n_layers: int) -> list[int]:
 
 def parse_neurons(spec: str, layers: list[int], d_mlp: int, rng: np.random.Generator) -> list[tuple[int, int]]:
     """A neuron selection: a count N (N neurons sampled without replacement from every neuron of
-    `layers`, drawn with `rng`) or an explicit list `L:N,L:N`. Sorted (layer, neuron) pairs;
-    `ValueError` naming the problem."""
+    `layers`, drawn with `rng`), all (every neuron of `layers`) or an explicit list `L:N,L:N`.
+    Sorted (layer, neuron) pairs; `ValueError` naming the problem."""
     spec = spec.strip()
+    if spec == "all":
+        return [(layer, neuron) for layer in sorted(layers) for neuron in range(d_mlp)]
     if spec.isdigit():
         count = int(spec)
         total = len(layers) * d_mlp

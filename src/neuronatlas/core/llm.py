@@ -59,6 +59,9 @@ class Usage:
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    """Of the prompt tokens, those the server reported reading from its prefix cache
+    (`usage.prompt_tokens_details.cached_tokens`: OpenAI, vLLM); 0 where it reports none."""
     cost_usd: float = 0.0
     failures: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
@@ -67,6 +70,7 @@ class Usage:
         self.calls += other.calls
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
+        self.cached_prompt_tokens += other.cached_prompt_tokens
         self.cost_usd += other.cost_usd
         self.failures += other.failures
         for reason, count in other.by_reason.items():

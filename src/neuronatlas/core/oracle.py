@@ -64,12 +64,16 @@ def oracle_records(
 
 
 def score_oracles(
-    scorers: Sequence[Scorer], windows: Sequence[tuple[int, tuple[str, ...]]], rng: np.random.Generator
+    scorers: Sequence[Scorer],
+    windows: Sequence[tuple[int, tuple[str, ...]]],
+    rng: np.random.Generator,
+    top_k: int = 20,
+    random_k: int = 15,
 ) -> list[dict[str, Any]]:
-    """Each oracle's correct explanation scored on its records and, for the null, on another
-    oracle's (a derangement): one row per oracle, `<scorer>` and `<scorer>_null` for each scorer
-    that ran, and the lookup baseline."""
-    records = [oracle_records(i, oracle, windows, rng) for i, oracle in enumerate(ORACLES)]
+    """Each oracle's correct explanation scored on its records (`top_k` top, `random_k` random)
+    and, for the null, on another oracle's (a derangement): one row per oracle, `<scorer>` and
+    `<scorer>_null` for each scorer that ran, and the lookup baseline."""
+    records = [oracle_records(i, oracle, windows, rng, top_k, random_k) for i, oracle in enumerate(ORACLES)]
     partners = derangement(len(records), rng)
     rows = []
     for i, oracle in enumerate(ORACLES):

@@ -8,6 +8,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from neuronatlas.core.prompts import ANSWER_PREFIX
 
@@ -45,17 +46,36 @@ def parse_explanation(answer: str) -> str | Failure:
     return sentence.rstrip(" .") + "."
 
 
-def parse_json_simulation(answer: str, tokens: Sequence[str], scale: int) -> list[float] | Failure:
-    """Activations from a JSON simulator answer. The answer must list exactly the excerpt's tokens,
-    in order, each with a number in 0..scale; anything else is a failure naming the mismatch."""
+def parse_json_simulation(
+    answer: str, excerpts: Sequence[Sequence[str]], scale: int
+) -> list[list[float] | Failure] | Failure:
+    """Activations per excerpt from a JSON simulator answer: an object whose keys are the excerpt
+    numbers ("1", "2", ...), each listing exactly that excerpt's tokens, in order, each with a
+    number in 0..scale. An answer that is not such an object is one failure; otherwise each excerpt
+    gets its values or a failure naming its mismatch. Other keys are ignored."""
     text = answer.strip()
     fenced = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", text, re.DOTALL)
     if fenced:
         text = fenced.group(1)
     try:
-        items = json.loads(text)
+        parsed = json.loads(text)
     except json.JSONDecodeError as error:
         return Failure(f"answer is not JSON ({error.msg} at character {error.pos})")
+    if not isinstance(parsed, dict):
+        return Failure(f"answer is JSON {type(parsed).__name__}, expected an object")
+    return [_excerpt_values(parsed, number, tokens, scale) for number, tokens in enumerate(excerpts, start=1)]
+
+
+def _excerpt_values(answer: dict[str, Any], number: int, tokens: Sequence[str], scale: int) -> list[float] | Failure:
+    """Excerpt `number`'s activations in a parsed answer, or a failure prefixed by its number."""
+    if str(number) not in answer:
+        return Failure(f"excerpt {number} missing from the answer")
+    values = _aligned_values(answer[str(number)], tokens, scale)
+    return Failure(f"excerpt {number}: {values.reason}") if isinstance(values, Failure) else values
+
+
+def _aligned_values(items: object, tokens: Sequence[str], scale: int) -> list[float] | Failure:
+    """Activations from a list of {token, activation} objects that lists exactly `tokens`, in order."""
     if not isinstance(items, list):
         return Failure(f"answer is JSON {type(items).__name__}, expected a list")
     if len(items) != len(tokens):

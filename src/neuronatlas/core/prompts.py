@@ -13,7 +13,7 @@ from typing import Literal
 
 from neuronatlas.core.fewshot import EXPLAINER_EXAMPLES, LINE_EXAMPLES, SIMULATOR_EXAMPLES, ExampleNeuron
 
-PROMPT_VERSION = "2"
+PROMPT_VERSION = "3"
 """Bumped whenever any prompt text or few-shot example changes (recorded in every manifest)."""
 ANSWER_PREFIX = "the main thing this neuron does is find"
 SPARSE_FRACTION = 0.2
@@ -28,6 +28,9 @@ FORMATS: tuple[ExplainerFormat, ...] = ("pairs", "highlight", "tokens")
 permutation null in the validity harness."""
 TOP_TOKENS_SHOWN = 15
 """Tokens format: how many of the strongest tokens are listed with their mean activation."""
+JSON_EXCERPTS_PER_REQUEST = 4
+"""JSON simulation: the most excerpts one request carries (the instructions and the few-shot
+example are sent once per request, not once per excerpt)."""
 
 
 @dataclass(frozen=True)
@@ -223,30 +226,40 @@ def token_line_pieces(tokens: Sequence[str], placeholder: str) -> list[tuple[str
     return [(f"{show_token(token)}\t", f"{placeholder}\n") for token in tokens]
 
 
-def json_simulation_prompt(explanation: str, tokens: Sequence[str], scale: int = 9) -> ChatPrompt:
-    """For chat-only APIs: the tokens as a JSON list; the answer must be a JSON list with one
-    {"token", "activation"} object per token, in order (checked strictly by the parser)."""
+def json_simulation_prompt(explanation: str, excerpts: Sequence[Sequence[str]], scale: int = 9) -> ChatPrompt:
+    """For chat-only APIs: each excerpt's tokens as a numbered JSON list; the answer must be a JSON
+    object whose keys are the excerpt numbers ("1", "2", ...), each value a list with one
+    {"token", "activation"} object per token, in order (checked strictly by the parser). The
+    few-shot example is the first example excerpt, split in two."""
     example = _example_records(SIMULATOR_EXAMPLES[0])[0]
-    example_values = normalise(example.activations, records_max([example]), scale)
-    example_answer = json.dumps(
-        [{"token": t, "activation": v} for t, v in zip(example.tokens, example_values, strict=True)],
-        ensure_ascii=False,
-    )
+    values = normalise(example.activations, records_max([example]), scale)
+    half = len(example.tokens) // 2
+    shown = [(example.tokens[:half], values[:half]), (example.tokens[half:], values[half:])]
+    example_answer = {
+        str(number): [{"token": t, "activation": v} for t, v in zip(tokens, activations, strict=True)]
+        for number, (tokens, activations) in enumerate(shown, start=1)
+    }
     system = _simulator_system(scale).split("\n\n")[0] + (
-        f"\n\nAnswer with JSON only: a list with one object per token, in the given order, each "
+        '\n\nAnswer with JSON only: an object whose keys are the excerpt numbers ("1", "2", ...), each '
+        "value a list with one object per token of that excerpt, in the given order, each "
         f'{{"token": <the token, exactly as given>, "activation": <integer 0 to {scale}>}}. Most activations are 0.'
     )
     messages = (
         ("system", system),
-        ("user", _json_request(SIMULATOR_EXAMPLES[0].explanation, example.tokens)),
-        ("assistant", example_answer),
-        ("user", _json_request(explanation, tokens)),
+        ("user", _json_request(SIMULATOR_EXAMPLES[0].explanation, [tokens for tokens, _ in shown])),
+        ("assistant", json.dumps(example_answer, ensure_ascii=False)),
+        ("user", _json_request(explanation, excerpts)),
     )
     return ChatPrompt(messages)
 
 
-def _json_request(explanation: str, tokens: Sequence[str]) -> str:
-    return f"Explanation: {ANSWER_PREFIX} {explanation}\nTokens: {json.dumps(list(tokens), ensure_ascii=False)}"
+def _json_request(explanation: str, excerpts: Sequence[Sequence[str]]) -> str:
+    lines = [f"Explanation: {ANSWER_PREFIX} {explanation}"]
+    lines += [
+        f"Excerpt {number} tokens: {json.dumps(list(tokens), ensure_ascii=False)}"
+        for number, tokens in enumerate(excerpts, start=1)
+    ]
+    return "\n".join(lines)
 
 
 # -- line-by-line simulation ----------------------------------------------------------------------

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
-from neuronatlas.core.explain import NeuronRecords
+from neuronatlas.core.explain import SCORED_SPLITS, NeuronRecords
 from neuronatlas.core.llm import LLMBackend
 from neuronatlas.core.scorers.base import ExplanationOutcome, NeuronOutcome, Scorer, ScorerResult
 from neuronatlas.core.scorers.choices import READS_CHOICES, ChoiceScorer
@@ -70,9 +70,10 @@ def build_scorers(
     method: str,
     scale: int = 9,
     placeholder: str = "unknown",
+    splits: Sequence[str] = SCORED_SPLITS,
 ) -> list[Scorer]:
     """The chosen scorers, in `SCORERS` order, around the injected simulator and encoder (the
-    encoder is built only when the embedding scorer is chosen)."""
+    encoder is built only when the embedding scorer is chosen); `splits`: those simulated."""
     built: list[Scorer] = []
     for name in SCORERS:
         if name not in chosen:
@@ -83,7 +84,7 @@ def build_scorers(
         if simulator is None:
             raise ValueError(f"the {name} scorer needs a simulator")
         built.append(
-            SimulationScorer(simulator, method, scale, placeholder)
+            SimulationScorer(simulator, method, scale, placeholder, splits)
             if name == "simulation"
             else ChoiceScorer(simulator, name)
         )

@@ -2,20 +2,25 @@
 correlate them with the real ones (`core/scoring.py`).
 
 The simulator reads digit probabilities off the prompt where it can (line by line or all at
-once: in-process models) and otherwise answers in JSON, one request per excerpt. Each explanation
-is simulated on its neuron's calibration, valid and test records and, for the permutation null,
-on its partner's valid records.
+once: in-process models) and otherwise answers in JSON, up to `JSON_EXCERPTS_PER_REQUEST` excerpts
+per request. Each explanation is simulated on its neuron's calibration, valid and test records
+and, for the permutation null, on its partner's valid records.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from neuronatlas.core.explain import NeuronRecords, Record, Simulation, json_simulations, score
+from neuronatlas.core.explain import SCORED_SPLITS, NeuronRecords, Record, Simulation, json_simulations, score
 from neuronatlas.core.llm import GenerationParams, LLMBackend
-from neuronatlas.core.prompts import all_at_once_prompt, json_simulation_prompt, line_by_line_prompt
+from neuronatlas.core.prompts import (
+    JSON_EXCERPTS_PER_REQUEST,
+    all_at_once_prompt,
+    json_simulation_prompt,
+    line_by_line_prompt,
+)
 from neuronatlas.core.scorers.base import NO_PARTNER
 from neuronatlas.core.scoring import SCORE_NAMES, ExplanationScores, Score, pooled_correlation
 
@@ -24,6 +29,16 @@ READS_DIGITS = ("line-by-line", "all-at-once")
 LOCAL_METHOD = "line-by-line"
 """What `auto` picks for simulators that read prompt probabilities: the method that listens."""
 NOT_SIMULATED = "not simulated (--scorers without simulation)"
+
+
+def simulated_splits(value: str) -> tuple[str, ...]:
+    """`--splits`: some of calibration, valid, test, always with valid (the headline score's)."""
+    names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    if not names or any(name not in SCORED_SPLITS for name in names):
+        raise ValueError(f"expected a comma-separated list of {', '.join(SCORED_SPLITS)}")
+    if "valid" not in names:
+        raise ValueError("valid is needed: the headline score and its null are computed on it")
+    return tuple(split for split in SCORED_SPLITS if split in names)
 
 
 def choose_method(method: str, reads_digits: bool) -> str:
@@ -92,37 +107,63 @@ def simulate(
             Simulation(np.asarray(values, dtype=np.float32), np.asarray(mass, dtype=np.float32))
             for values, mass in zip(readout.expected, readout.digit_mass, strict=True)
         ]
-    prompts = [json_simulation_prompt(explanation, excerpt, scale) for excerpt in tokens]
-    longest = max(len(excerpt) for excerpt in tokens)
-    params = GenerationParams(n=1, temperature=0.0, max_tokens=24 * longest + 32, seed=0)
+    size = JSON_EXCERPTS_PER_REQUEST
+    groups = [excerpts[start : start + size] for start in range(0, len(excerpts), size)]
+    prompts = [json_simulation_prompt(explanation, [record.tokens for record in group], scale) for group in groups]
+    max_tokens = max(24 * sum(len(record.tokens) for record in group) + 32 * len(group) for group in groups)
+    params = GenerationParams(n=1, temperature=0.0, max_tokens=max_tokens, seed=0)
     answers = llm.generate(prompts, params)
     pairs = [(answer.texts[0] if answer.texts else None, answer.failure) for answer in answers]
-    return json_simulations(pairs, excerpts, scale)
+    return json_simulations(pairs, groups, scale)
 
 
 class SimulationScorer:
     name = "simulation"
     columns = ("top_and_random_score", "null_score")
 
-    def __init__(self, llm: LLMBackend, method: str, scale: int = 9, placeholder: str = "unknown") -> None:
+    def __init__(
+        self,
+        llm: LLMBackend,
+        method: str,
+        scale: int = 9,
+        placeholder: str = "unknown",
+        splits: Sequence[str] = SCORED_SPLITS,
+    ) -> None:
+        """`splits`: those simulated (always valid: the headline score's; the others' scores are
+        null, "not simulated", when left out)."""
         self.llm, self.method, self.scale, self.placeholder = llm, method, scale, placeholder
+        self.splits = tuple(splits)
 
     def score(self, explanation: str, records: NeuronRecords, partner: NeuronRecords | None) -> SimulationResult:
         """One batch of simulations: the neuron's scored records, then the partner's control ones."""
-        excerpts = records.scored()
+        excerpts = records.select(["top", "random"], self.splits)
         control_excerpts = partner.control() if partner is not None else []
         simulations = simulate(
             self.llm, explanation, excerpts + control_excerpts, self.method, self.scale, self.placeholder
         )
         own, others = simulations[: len(excerpts)], simulations[len(excerpts) :]
         return SimulationResult(
-            score(excerpts, own),
+            self._not_simulated(score(excerpts, own)),
             _null_score(control_excerpts, others, partner),
             excerpts,
             own,
             control_excerpts,
             others,
         )
+
+    def _not_simulated(self, scores: ExplanationScores) -> ExplanationScores:
+        """The scores of splits left out, null with that reason."""
+        left_out = {
+            "calibration": ("calibration_score", "rsquared", "absolute_dev_explained"),
+            "test": ("test_score",),
+        }
+        nulls: dict[str, Any] = {
+            name: Score(None, f"{split} records not simulated (--splits {','.join(self.splits)})")
+            for split, names in left_out.items()
+            if split not in self.splits
+            for name in names
+        }
+        return replace(scores, **nulls)
 
 
 def _null_score(excerpts: list[Record], simulations: list[Simulation], partner: NeuronRecords | None) -> Score:
