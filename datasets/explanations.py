@@ -10,7 +10,9 @@ as int32 like the hive partition key, so a whole dataset reads back with one sch
   the valid records of another neuron (`record_layer`, `record_neuron`).
 - `scores/<run>/layer=<L>/...`: one row per (layer, neuron, explanation_id): every score (null with
   a reason where undefined), the control's score, and whether it is the neuron's best sample (chosen
-  on train/calibration spans, never valid or test: `core.scorers.best_sample`).
+  on train/calibration spans, never valid or test: `core.scorers.best_sample`). The reasons of the
+  simulation scores are in `score_reasons`: a JSON object from each null one's column name to its
+  reason, null when all six are set (`failure_reason` repeats the headline's).
 
 Run ids are content-addressed (inputs and parameters), so a rerun finds its own output.
 """
@@ -84,6 +86,7 @@ SCORES_SCHEMA = pa.schema(
         pa.field("explanation", pa.string()),
         *[pa.field(name, pa.float64()) for name in SCORE_COLUMNS],
         pa.field("failure_reason", pa.string()),
+        pa.field("score_reasons", pa.string()),
         pa.field("null_failure_reason", pa.string()),
         pa.field("null_layer", pa.int16()),
         pa.field("null_neuron", pa.int32()),

@@ -1,13 +1,16 @@
 """Contract of the published table, `published/atlas`: a Delta table, one row per
 (model, layer, neuron, sign; the sign is "positive" unless `explain --sign negative`) with the
 neuron's best explanation, its scores, the run-level real-vs-null gap of each scorer, and the
-lineage of the row (every run and fingerprint it came from).
+lineage of the row (every run and fingerprint it came from). `failure_reason` says why the headline
+simulation score is null, `score_reasons` why each null simulation score is (as in the scores
+table; tables created before it joined the contract read it back null).
 
 Every publish is a new table version (a Delta MERGE): a row is replaced only when the new
 explanation ranks higher on the same criterion (`rank_by`, `rank_score`: how the pipeline picks
 the best of n samples), or was ranked by another criterion; other rows are kept as they were.
 """
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 TABLE_PATH = "published/atlas"
+PUBLISHES = "published/_publishes"
+"""One record per publish: `<publish>.json`, written after its version passed the table's suite."""
 KEY = ("model", "layer", "neuron", "sign")
 FORMAT_VERSION = 1
 PUBLISH_KEY = "neuronatlas_publish"
@@ -66,6 +71,7 @@ SCHEMA = pa.schema(
         pa.field("explanation_id", pa.int16(), nullable=False),
         *[pa.field(name, pa.float64()) for name in ROW_SCORES],
         pa.field("failure_reason", pa.string()),
+        pa.field("score_reasons", pa.string()),
         pa.field("rank_by", pa.string(), nullable=False),
         pa.field("rank_score", pa.float64(), nullable=False),
         *[
@@ -138,6 +144,7 @@ def published_rows(chain: list[Any], scores: pa.Table, publish_id: str, flow_run
                 "explanation_id": row["explanation_id"],
                 **{name: row[name] for name in ROW_SCORES},
                 "failure_reason": row["failure_reason"],
+                "score_reasons": published_reasons(row["score_reasons"]),
                 "rank_by": rank_by,
                 "rank_score": row[rank_by],
                 **gap_columns,
@@ -158,6 +165,13 @@ def published_rows(chain: list[Any], scores: pa.Table, publish_id: str, flow_run
             }
         )
     return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def published_reasons(score_reasons: str | None) -> str | None:
+    """The scores table's `score_reasons` narrowed to the simulation scores a row carries (a JSON
+    object from each null one's column name to its reason; None when none is null)."""
+    kept = {name: why for name, why in json.loads(score_reasons or "{}").items() if name in ROW_SCORES}
+    return json.dumps(kept) if kept else None
 
 
 REPLACE_WHEN = "target.rank_by <> source.rank_by OR source.rank_score > target.rank_score"

@@ -7,6 +7,7 @@ import polars as pl
 import pyarrow as pa
 
 from neuronatlas.adapters.validation import Check
+from neuronatlas.core.scoring import SCORE_NAMES
 from neuronatlas.datasets.explanations import SCORE_COLUMNS
 
 if TYPE_CHECKING:
@@ -88,14 +89,19 @@ def simulations_suite(name: str, scale: int, keys: list[str]) -> "gx.Expectation
 
 
 def scores_frame(table: pa.Table) -> pd.DataFrame:
-    """Adds whether the headline score and its failure reason exclude each other, and how many
-    rows of the neuron are marked best (one when any explanation can be ranked, by its selection
-    AUC or its simulation score, else none)."""
+    """Adds whether the headline score and its failure reason exclude each other, whether
+    `score_reasons` names exactly the null simulation scores, and how many rows of the neuron are
+    marked best (one when any explanation can be ranked, by its selection AUC or its simulation
+    score, else none)."""
     frame = _frame(table)
     has_score = pl.col("top_and_random_score").is_not_null()
     rankable = has_score | pl.col("selection_auc").is_not_null()
     return frame.with_columns(
         score_xor_reason=has_score != pl.col("failure_reason").is_not_null(),
+        score_reasons_complete=pl.all_horizontal(
+            pl.col(name).is_null() == pl.col("score_reasons").str.json_path_match(f"$.{name}").is_not_null()
+            for name in SCORE_NAMES
+        ),
         best_rows=pl.col("is_best").cast(pl.Int64).sum().over(["layer", "neuron"]),
         expected_best_rows=rankable.any().over(["layer", "neuron"]).cast(pl.Int64),
         best_has_score=~pl.col("is_best") | rankable,
@@ -125,6 +131,7 @@ def scores_suite(d_mlp: int) -> "gx.ExpectationSuite":
             gxe.ExpectColumnValuesToBeBetween(column="rsquared", max_value=1),
             gxe.ExpectColumnValuesToBeBetween(column="absolute_dev_explained", max_value=1),
             gxe.ExpectColumnValuesToBeInSet(column="score_xor_reason", value_set=[True]),
+            gxe.ExpectColumnValuesToBeInSet(column="score_reasons_complete", value_set=[True]),
             gxe.ExpectColumnPairValuesToBeEqual(column_A="best_rows", column_B="expected_best_rows"),
             gxe.ExpectColumnValuesToBeInSet(column="best_has_score", value_set=[True]),
         ],

@@ -30,6 +30,7 @@ from neuronatlas.config import (
     with_signature,
 )
 from neuronatlas.core.summary import llm_totals
+from neuronatlas.datasets import published
 from neuronatlas.datasets.runs import RUNS, RunReport, new_run_id
 from neuronatlas.errors import AtlasError
 from neuronatlas.flows.explain import ExplainResult, explain_neurons
@@ -212,7 +213,7 @@ class Stages:
 
 def _publish_validations(storage: Storage, publish_id: str) -> list[ValidationEntry]:
     """The publish's two suite results (the rows offered, the table after the MERGE)."""
-    record = storage.read_json(f"published/_publishes/{publish_id}.json")
+    record = storage.read_json(f"{published.PUBLISHES}/{publish_id}.json")
     return [
         ValidationEntry("published", f"{publish_id} {name}", report["ge_result"])
         for name, report in record["validation"].items()

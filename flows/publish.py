@@ -8,6 +8,7 @@ rerun finds its publish in the table's history and does nothing.
 """
 
 from dataclasses import dataclass
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -48,8 +49,9 @@ def publish(root: str = "./atlas", scores: str | None = None) -> PublishResult:
     scores_run = committed_run(storage, "scores", scores, "score")
     publish_id = published.publish_id(scores_run)
     location = DeltaLocation(storage, published.TABLE_PATH)
+    record_path = f"{published.PUBLISHES}/{publish_id}.json"
     earlier = published_before(location, publish_id)
-    if earlier is not None:
+    if earlier is not None and storage.exists(record_path):
         logger.info("%s was published before (version %d of %s): nothing to do", scores_run, earlier, location.uri)
         return PublishResult(publish_id, location.uri, location.open().version(), 0, 0, 0, True)
     chain = lineage_chain(storage, scores_run)
@@ -62,20 +64,30 @@ def publish(root: str = "./atlas", scores: str | None = None) -> PublishResult:
     staged = run_suite("published rows", published_frame(rows), published_suite())
     if not staged.success:
         raise ValidationFailedError(f"{scores_run}: rows to publish", staged.failed())
-    metadata = {
-        published.PUBLISH_KEY: publish_id,
-        "neuronatlas_scores_run": scores_run,
-        "neuronatlas_code_version": code_version(),
-        "neuronatlas_flow_run_id": flow_run_id or "",
-    }
-    location.create(published.SCHEMA, {"neuronatlas_format_version": str(published.FORMAT_VERSION)})
-    before = location.open().version()
-    with transaction() as txn:
-        txn.set("location", location)
-        txn.set("before", before)
-        txn.set("publish_id", publish_id)
-        metrics = merge_rows(location, rows, metadata)
-        report = validate_version(location, metrics["version"])
+    if earlier is not None:  # committed by a publish that stopped (or has yet to get) to its record
+        logger.warning("%s: version %d has no publish record; checking it and writing the record", scores_run, earlier)
+        metrics, flow_run_id = _commit_metrics(location, earlier)
+        report = validate_version(location, earlier)
+    else:
+        metadata = {
+            published.PUBLISH_KEY: publish_id,
+            "neuronatlas_scores_run": scores_run,
+            "neuronatlas_code_version": code_version(),
+            "neuronatlas_flow_run_id": flow_run_id or "",
+        }
+        location.create(published.SCHEMA, {"neuronatlas_format_version": str(published.FORMAT_VERSION)})
+        before = location.open().version()
+        with transaction() as txn:
+            txn.set("location", location)
+            txn.set("before", before)
+            txn.set("publish_id", publish_id)
+            merged = merge_rows(location, rows, metadata)
+            if merged is None:
+                version = published_before(location, publish_id)
+                logger.info("%s was published by a concurrent run: version %s", scores_run, version)
+                return PublishResult(publish_id, location.uri, location.open().version(), 0, 0, 0, True)
+            metrics = merged
+            report = validate_version(location, metrics["version"])
     inserted, updated = metrics["num_target_rows_inserted"], metrics["num_target_rows_updated"]
     record = published.publish_record(publish_id, location.uri, metrics["version"], rows.num_rows, inserted, updated)
     record |= {
@@ -84,9 +96,22 @@ def publish(root: str = "./atlas", scores: str | None = None) -> PublishResult:
         "code_version": code_version(),
         "prefect_flow_run_id": flow_run_id,
     }
-    storage.write_json(f"published/_publishes/{publish_id}.json", record)
+    storage.write_json(record_path, record)
     logger.info(
         "published %s as version %d of %s: %d rows offered, %d new, %d improved",
         *(scores_run, metrics["version"], location.uri, rows.num_rows, inserted, updated),
     )
     return PublishResult(publish_id, location.uri, metrics["version"], rows.num_rows, inserted, updated, False)
+
+
+def _commit_metrics(location: DeltaLocation, version: int) -> tuple[dict[str, Any], str | None]:
+    """A committed MERGE's version and row counts, and the flow run that made it, from the
+    table's history: the record says what the commit did, whoever writes it."""
+    [commit] = [c for c in location.history() if int(c["version"]) == version]
+    metrics = commit.get("operationMetrics") or {}
+    counts = {
+        "version": version,
+        "num_target_rows_inserted": int(metrics.get("num_target_rows_inserted", 0)),
+        "num_target_rows_updated": int(metrics.get("num_target_rows_updated", 0)),
+    }
+    return counts, commit.get("neuronatlas_flow_run_id") or None

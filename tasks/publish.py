@@ -16,9 +16,9 @@ from neuronatlas.expectations.published import published_frame, published_suite
 
 
 @task(cache_policy=NO_CACHE)
-def merge_rows(location: DeltaLocation, rows: pa.Table, metadata: dict[str, str]) -> dict[str, Any]:
-    """One MERGE: a new table version."""
-    return location.merge(rows, published.KEY, published.REPLACE_WHEN, metadata)
+def merge_rows(location: DeltaLocation, rows: pa.Table, metadata: dict[str, str]) -> dict[str, Any] | None:
+    """One MERGE: a new table version (None: a concurrent publish of the same run made it)."""
+    return location.merge(rows, published.KEY, published.REPLACE_WHEN, metadata, once=published.PUBLISH_KEY)
 
 
 @merge_rows.on_rollback

@@ -8,10 +8,12 @@ runs it again. Only data here: checking a config against a root and its models i
 
 import inspect
 import json
+import re
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -24,6 +26,10 @@ SCORERS_HELP = (
     "auto (simulation, embedding, and fuzzing with a local simulator), or any of simulation, "
     "embedding (span AUC), detection, fuzzing (Yes/No AUC)."
 )
+
+
+SECRET_PARAMETER = re.compile(r"key|token|secret|passw|pwd|auth|credential|^sig$", re.IGNORECASE)
+"""Query parameters of a URL that carry a credential (`api_key`, `access_token`, `sig`...)."""
 
 
 PROFILES = Path(__file__).parent / "profiles"
@@ -163,7 +169,7 @@ class LLMOptions(Config):
         "tokenizer": "--llm-tokenizer",
     }
     base_url: str | None = None
-    """OpenAI-compatible server for openai: backends."""
+    """OpenAI-compatible server for openai: backends (no credentials in it: the key goes in OPENAI_API_KEY)."""
     concurrency: int = 8
     """Concurrent requests (openai: backends)."""
     max_retries: int = 5
@@ -192,6 +198,21 @@ class LLMOptions(Config):
     """bf16 or fp32 (local: backends)."""
     batch_size: int = 8
     """Excerpts per forward pass (local: backends)."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials(cls, url: str | None) -> str | None:
+        """A user, password or key in the URL would be recorded (manifests, the table, the site,
+        Prefect): refused, without echoing it."""
+        if url is None:
+            return url
+        parts = urlsplit(url)
+        if "@" in parts.netloc or any(SECRET_PARAMETER.search(name) for name, _ in parse_qsl(parts.query)):
+            raise InputError(
+                "--base-url: credentials in the URL are not accepted (they would be recorded); put the key in "
+                "OPENAI_API_KEY"
+            )
+        return url
 
     def after(self, spent: dict[str, Any]) -> "LLMOptions":
         """These options with the budgets less what an earlier stage `spent` (its usage manifest:

@@ -30,6 +30,11 @@ from neuronatlas.core.scorers.simulation import METHODS, choose_method, simulate
 from neuronatlas.errors import InputError
 
 
+def _at_least(value: int, option: str, least: int) -> None:
+    if value < least:
+        raise InputError(f"{option} {value}: must be at least {least}")
+
+
 def _choice(value: str, option: str, parse: Any, *args: Any) -> Any:
     """`parse(value, *args)` with its ValueError as an InputError naming the option."""
     try:
@@ -52,6 +57,8 @@ def plan_ingest(root: str, config: IngestConfig) -> IngestPlan:
     from neuronatlas.adapters.models import resolve_model
     from neuronatlas.adapters.sources import check_source
 
+    if not config.source.strip():
+        raise InputError(f"--source {config.source!r}: empty")
     if config.window < 2:
         raise InputError(f"--window {config.window}: must be at least 2 tokens")
     if config.encoding_errors not in ("strict", "replace"):
@@ -82,17 +89,25 @@ class ExtractPlan:
     n_layers: int
 
 
+def check_extract(config: ExtractConfig) -> None:
+    """What needs no root nor model: the counts and the seed."""
+    _at_least(config.top_k, "--top-k", 1)
+    _at_least(config.random_k, "--random-k", 0)
+    _at_least(config.batch_size, "--batch-size", 1)
+    _at_least(config.layers_per_shard, "--layers-per-shard", 0)
+    _at_least(config.seed, "--seed", 0)
+    if config.limit is not None:
+        _at_least(config.limit, "--limit", 1)
+
+
 def plan_extract(root: str, config: ExtractConfig) -> ExtractPlan:
     """Model, corpus, tokenizer, layers, K, device and dtype, before the model is loaded."""
     from neuronatlas.adapters.extraction import pick_device, pick_dtype
     from neuronatlas.adapters.models import layer_count, open_tokenizer, resolve_model
     from neuronatlas.datasets import corpus as corpus_contract
 
+    check_extract(config)
     pick_dtype(config.dtype, pick_device(config.device))
-    if config.top_k < 1 or config.random_k < 0:
-        raise InputError(f"--top-k {config.top_k} / --random-k {config.random_k}: need top-k >= 1 and random-k >= 0")
-    if config.limit is not None and config.limit < 1:
-        raise InputError(f"--limit {config.limit}: must be at least 1")
     storage = Storage.open(root)
     source = resolve_model(config.model)
     corpus_id = committed_corpus(storage, config.corpus)
@@ -131,18 +146,31 @@ class ExplainPlan:
 
 
 def check_explain(config: ExplainConfig, options: LLMOptions | None) -> None:
-    """What needs no root: the explainer (unless `options` is None: a backend object was passed
-    in), samples, sign, prompt format, scale."""
+    """What needs no root: samples, sampling, seed, the explainer (unless `options` is None: a
+    backend object was passed in), sign, prompt format, scale."""
+    _at_least(config.samples, "--samples", 1)
+    _at_least(config.max_tokens, "--max-tokens", 1)
+    _at_least(config.seed, "--seed", 0)
+    check_temperature(config.temperature, config.samples)
     if options is not None:
         check_backend(config.explainer, "--explainer", options)
         check_batch(options, "local", (config.explainer, "--explainer"))
-    if config.samples < 1:
-        raise InputError(f"--samples {config.samples}: must be at least 1")
     if config.sign not in SIGNS:
         raise InputError(f"--sign {config.sign}: expected positive or negative")
     if config.prompt_format not in FORMATS:
         raise InputError(f"--prompt-format {config.prompt_format}: expected one of {', '.join(FORMATS)}")
     check_scale(config.scale)
+
+
+def check_temperature(temperature: float, samples: int) -> None:
+    """Not negative; 0 (greedy) gives one answer, so one sample."""
+    if not temperature >= 0:
+        raise InputError(f"--temperature {temperature:g}: must be at least 0")
+    if temperature == 0 and samples > 1:
+        raise InputError(
+            f"--temperature 0 with --samples {samples}: greedy decoding gives one answer; use --samples 1 or a "
+            "temperature above 0"
+        )
 
 
 def check_scale(scale: int) -> None:
@@ -185,6 +213,7 @@ class ScorePlan:
 def check_score(config: ScoreConfig, options: LLMOptions | None) -> tuple[str, tuple[str, ...]]:
     """(method, scorers) for the simulator the config names; its backend too unless `options`
     is None (a backend object was passed in)."""
+    _at_least(config.seed, "--seed", 0)
     local = parse_backend(config.simulator, "--simulator").kind == "local"
     scorers = _choice(config.scorers, "--scorers", choose_scorers, local)
     if options is not None and set(scorers) - {"embedding"}:
@@ -272,6 +301,8 @@ def plan_validity(root: str, config: ValidityConfig, options: LLMOptions | None)
     methods = _choice(config.methods, "--methods", parse_names, METHODS)
     if config.neurons < 2:
         raise InputError(f"--neurons {config.neurons}: the permutation null needs at least 2")
+    _at_least(config.samples, "--samples", 1)
+    _at_least(config.seed, "--seed", 0)
     if options is not None:
         check_backend(config.explainer, "--explainer", options)
         if set(scorers) - {"embedding"}:
@@ -306,6 +337,7 @@ def check_atlas(root: str, config: AtlasConfig) -> IngestPlan:
         config.llm, config.runner, (config.explain.explainer, "--explainer"), (config.score.simulator, "--simulator")
     )
     single = config.llm.model_copy(update={"batch": False})  # each stage alone may be local
+    check_extract(config.extract)
     check_score(config.score, single)
     check_explain(config.explain, single)
     return plan_ingest(root, config.ingest)

@@ -2,9 +2,11 @@
 Delta table, local and on a real S3-compatible server) with the scripted LLM; and what users read
 back: versions, exports, lineage, the runs report."""
 
+import multiprocessing
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -246,6 +248,65 @@ def test_a_table_failing_its_suite_after_the_merge_is_rolled_back(local_run: Run
     history = location.history()
     assert history[0]["operation"] == "RESTORE" and history[0][published.ROLLED_BACK_KEY] == f"p-{scores_run[2:]}"
     assert location.read(None, published.SCHEMA).equals(location.read(before, published.SCHEMA))
+
+
+def test_a_publish_stopped_after_its_commit_is_finished_by_a_rerun(local_run: Run, tmp_path: Path) -> None:
+    """Killed between the MERGE commit and its record: the version is there, `_publishes/<id>.json`
+    is not. A rerun checks that version against the table's suite and writes the record."""
+    root = str(tmp_path / "atlas")
+    shutil.copytree(local_run.root, root)
+    storage = Storage.open(root)
+    [name] = [n for n in storage.list(published.PUBLISHES) if n.endswith(".json")]
+    record = storage.read_json(f"{published.PUBLISHES}/{name}")
+    Path(root, published.PUBLISHES, name).unlink()
+    scores_run = published_frame(root)["scores_run"][0]
+    again = publish(root=root, scores=scores_run)
+    assert not again.skipped and again.version == record["version"] == 1
+    assert (again.inserted, again.updated, again.rows) == (
+        record["inserted"],
+        record["updated"],
+        record["rows_offered"],
+    )
+    written = storage.read_json(f"{published.PUBLISHES}/{name}")
+    assert written["validation"]["table"]["success"] and written["version"] == record["version"]
+    assert DeltaLocation(storage, published.TABLE_PATH).open().version() == 1  # nothing committed again
+    assert publish(root=root, scores=scores_run).skipped
+
+
+def _publish_in_a_process(root: str, scores_run: str, barrier: Any) -> None:
+    barrier.wait()
+    publish(root=root, scores=scores_run)
+
+
+def test_one_score_run_published_from_four_processes_at_once_is_one_publish(
+    local_run: Run, tmp_path: Path, prefect_server: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four `publish` flows of the same score run start together (one Prefect server): one MERGE,
+    the others find it; the record names the flow run that made the version, with its counts."""
+    for name, value in prefect_server.items():
+        monkeypatch.setenv(name, value)
+    root = str(tmp_path / "atlas")
+    shutil.copytree(local_run.root, root)
+    scores_run = published_frame(root)["scores_run"][0]
+    shutil.rmtree(f"{root}/published")
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(4)
+    processes = [context.Process(target=_publish_in_a_process, args=(root, scores_run, barrier)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=600)
+    assert [p.exitcode for p in processes] == [0] * 4
+    storage = Storage.open(root)
+    location = DeltaLocation(storage, published.TABLE_PATH)
+    merges = [c for c in location.history() if c["operation"] == "MERGE"]
+    assert len(merges) == 1  # one publish; the others found it
+    [name] = [n for n in storage.list(published.PUBLISHES) if n.endswith(".json")]
+    record = storage.read_json(f"{published.PUBLISHES}/{name}")
+    assert record["version"] == merges[0]["version"] and record["inserted"] == record["rows_offered"] > 0
+    assert record["prefect_flow_run_id"] == merges[0]["neuronatlas_flow_run_id"]
+    varying = ["published_at", "prefect_flow_run_id"]
+    assert published_frame(root).drop(columns=varying).equals(published_frame(local_run.root).drop(columns=varying))
 
 
 def test_the_atlas_on_s3_publishes_the_same_rows(local_run: Run, s3_bucket: str, tmp_path: Path) -> None:

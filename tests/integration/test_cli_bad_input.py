@@ -9,12 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from neuronatlas.config import AtlasConfig, atlas_from_flat
+from neuronatlas.errors import InputError
 from tests.support import S3_ENV, free_port
 
 COMMAND = str(Path(sys.executable).parent / "neuronatlas")
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: int = 300, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """The command as a user runs it; `timeout` guards against a hang (a local LLM stage on 2
     busy cores needs more than the default)."""
     return subprocess.run(
@@ -24,6 +28,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 300) -
         text=True,
         timeout=timeout,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
     )
 
 
@@ -89,3 +94,158 @@ def test_root_that_is_a_file(tmp_path: Path) -> None:
     root = tmp_path / "file"
     root.write_text("x")
     assert_clean_failure(run_cli("corpora", "--root", str(root)), "exists and is not a folder")
+
+
+def files(folder: Path) -> dict[str, bytes | None]:
+    """Everything under `folder`: each file's bytes, None for a folder."""
+    return {str(path.relative_to(folder)): path.read_bytes() if path.is_file() else None for path in folder.rglob("*")}
+
+
+def existing_file(path: Path) -> str:
+    path.write_bytes(b"kept")
+    return str(path)
+
+
+GREEDY = "greedy decoding gives one answer; use --samples 1 or a temperature above 0"
+OTHER_CASES: dict[str, tuple[Callable[[Path, str], list[str]], str]] = {
+    "usage: not an integer": (lambda p, r: ["ingest", "--root", r, "--window", "abc"], "Invalid value for '--window'"),
+    "usage: unknown option": (lambda p, r: ["ingest", "--root", r, "--nope"], "No such option: --nope"),
+    "usage: unknown command": (lambda p, r: ["nope", "--root", r], "No such command 'nope'"),
+    "usage: option without its value": (
+        lambda p, r: ["ingest", "--root", r, "--source"],
+        "Option '--source' requires an argument",
+    ),
+    "usage: missing argument": (lambda p, r: ["export", "--root", r], "Missing argument 'out'"),
+    "extract batch size 0": (
+        lambda p, r: ["extract", "--root", r, "--batch-size", "0"],
+        "--batch-size 0: must be at least 1",
+    ),
+    "extract top-k 0": (lambda p, r: ["extract", "--root", r, "--top-k", "0"], "--top-k 0: must be at least 1"),
+    "extract random-k -1": (
+        lambda p, r: ["extract", "--root", r, "--random-k", "-1"],
+        "--random-k -1: must be at least 0",
+    ),
+    "extract layers per shard -1": (
+        lambda p, r: ["extract", "--root", r, "--layers-per-shard", "-1"],
+        "--layers-per-shard -1: must be at least 0",
+    ),
+    "extract seed -1": (lambda p, r: ["extract", "--root", r, "--seed", "-1"], "--seed -1: must be at least 0"),
+    "explain max tokens 0": (
+        lambda p, r: ["explain", "--root", r, "--max-tokens", "0"],
+        "--max-tokens 0: must be at least 1",
+    ),
+    "explain temperature -1": (
+        lambda p, r: ["explain", "--root", r, "--temperature", "-1"],
+        "--temperature -1: must be at least 0",
+    ),
+    "explain greedy with samples": (
+        lambda p, r: ["explain", "--root", r, "--temperature", "0"],
+        f"--temperature 0 with --samples 3: {GREEDY}",
+    ),
+    "explain llm batch size 0": (
+        lambda p, r: ["explain", "--root", r, "--llm-batch-size", "0"],
+        "--llm-batch-size 0: must be at least 1",
+    ),
+    "explain concurrency 0": (
+        lambda p, r: [
+            "explain",
+            "--root",
+            r,
+            "--explainer",
+            "openai:m",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--concurrency",
+            "0",
+        ],
+        "--concurrency 0: must be at least 1",
+    ),
+    "score seed -1": (lambda p, r: ["score", "--root", r, "--seed", "-1"], "--seed -1: must be at least 0"),
+    "validity samples 0": (lambda p, r: ["validity", "--root", r, "--samples", "0"], "--samples 0: must be at least 1"),
+    "run greedy with samples": (
+        lambda p, r: ["run", "--root", r, "--temperature", "0", "--samples", "2"],
+        f"--temperature 0 with --samples 2: {GREEDY}",
+    ),
+    "run batch size 0": (lambda p, r: ["run", "--root", r, "--batch-size", "0"], "--batch-size 0: must be at least 1"),
+    "view port above 65535": (
+        lambda p, r: ["view", "--root", r, "--out", str(p / "site"), "--serve", "--port", "99999"],
+        "--port 99999: must be 1-65535",
+    ),
+    "view negative port": (
+        lambda p, r: ["view", "--root", r, "--out", str(p / "site"), "--serve", "--port", "-1"],
+        "--port -1: must be 1-65535",
+    ),
+    "empty root": (lambda p, r: ["corpora", "--root", ""], "--root '': empty"),
+    "empty root of a pipeline command": (
+        lambda p, r: ["ingest", "--root", "", "--source", "missing.jsonl"],
+        "--root '': empty",
+    ),
+    "empty source": (lambda p, r: ["ingest", "--root", r, "--source", ""], "--source '': empty"),
+    "corpora of a missing root": (lambda p, r: ["corpora", "--root", r], "atlas: no such root"),
+    "runs of a missing root": (lambda p, r: ["runs", "--root", r], "atlas: no such root"),
+    "export over an existing file": (
+        lambda p, r: ["export", existing_file(p / "out.csv"), "--root", r],
+        "out.csv: already exists; pass --overwrite to replace it",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OTHER_CASES))
+def test_bad_options_fail_cleanly_before_anything_runs(case: str, tmp_path: Path) -> None:
+    """Refused before any model loads: nothing written under the root, the folder the command
+    runs in, or the files it was given."""
+    make_args, message = OTHER_CASES[case]
+    root = tmp_path / "atlas"
+    args = make_args(tmp_path, str(root))
+    before = files(tmp_path)
+    assert_clean_failure(run_cli(*args, cwd=tmp_path), message)
+    assert files(tmp_path) == before
+
+
+SENTINEL = "s3ntinel-pa55word"
+LEAKY_URLS = {
+    "password": f"http://user:{SENTINEL}@127.0.0.1:9/v1",
+    "api key in the query": f"http://127.0.0.1:9/v1?api_key={SENTINEL}",
+}
+
+
+def leaky_config(path: Path, url: str) -> str:
+    path.write_text(f'[llm]\nbase_url = "{url}"\n')
+    return str(path)
+
+
+CREDENTIAL_COMMANDS: dict[str, Callable[[Path, str], list[str]]] = {
+    "explain": lambda p, url: ["explain", "--explainer", "openai:m", "--base-url", url],
+    "score": lambda p, url: ["score", "--simulator", "openai:m", "--base-url", url],
+    "validity": lambda p, url: ["validity", "--explainer", "openai:m", "--simulator", "openai:m", "--base-url", url],
+    "run": lambda p, url: ["run", "--base-url", url],
+    "run --config": lambda p, url: ["run", "--config", leaky_config(p / "run.toml", url)],
+    "deploy": lambda p, url: ["deploy", "--base-url", url],
+    "deploy --config": lambda p, url: ["deploy", "--config", leaky_config(p / "run.toml", url)],
+}
+
+
+@pytest.mark.parametrize("url", sorted(LEAKY_URLS))
+@pytest.mark.parametrize("command", sorted(CREDENTIAL_COMMANDS))
+def test_credentials_in_the_base_url_are_refused_unechoed(command: str, url: str, tmp_path: Path) -> None:
+    root = tmp_path / "atlas"
+    args = CREDENTIAL_COMMANDS[command](tmp_path, LEAKY_URLS[url])
+    result = run_cli(*args, "--root", str(root), cwd=tmp_path)
+    assert_clean_failure(
+        result,
+        "--base-url: credentials in the URL are not accepted (they would be recorded); put the key in OPENAI_API_KEY",
+    )
+    assert SENTINEL not in result.stdout + result.stderr
+    assert not root.exists()
+
+
+@pytest.mark.parametrize("url", sorted(LEAKY_URLS))
+def test_credentials_in_the_atlas_flow_parameters_are_refused(url: str) -> None:
+    """The atlas flow builds its config from these (`_resolve`) before it writes its run report."""
+    for build in (
+        lambda: atlas_from_flat({"options": {"base_url": LEAKY_URLS[url]}}),
+        lambda: AtlasConfig.of({"llm": {"base_url": LEAKY_URLS[url]}}),
+    ):
+        with pytest.raises(InputError, match="credentials in the URL are not accepted") as refused:
+            build()
+        assert SENTINEL not in str(refused.value)

@@ -8,6 +8,7 @@ from neuronatlas.core.prompts import (
     explainer_prompt,
     json_simulation_prompt,
     normalise,
+    records_max,
     token_line_pieces,
 )
 
@@ -214,3 +215,25 @@ def test_json_simulation_prompt_exact_text() -> None:
         'Excerpt 2 tokens: ["\u00e9t\u00e9", "\\n"]',
     )
     assert len(prompt.messages) == 4 and prompt.answer_prefix == ""
+
+
+def test_normalise_shows_non_finite_activations_as_zero() -> None:
+    nan, inf = float("nan"), float("inf")
+    assert normalise([nan, 2.0, inf, -inf, 1.0], 2.0, 9) == [0, 9, 0, 0, 4]
+    assert normalise([1.0, 2.0], nan, 9) == [0, 0]  # no usable max: all zeros
+    assert normalise([1.0, 2.0], inf, 9) == [0, 0]
+    assert normalise([1e308], 1e-300, 9) == [9]  # clamped, not overflowing
+
+
+def test_records_max_ignores_non_finite_activations() -> None:
+    records = [ActivationRecord([" a", " b"], [float("nan"), 1.5]), ActivationRecord([" c"], [float("inf")])]
+    assert records_max(records) == 1.5
+    assert records_max([ActivationRecord([], [])]) == 0.0
+
+
+def test_a_non_finite_activation_does_not_break_the_explainer_prompt() -> None:
+    record = ActivationRecord([" in", " 1932", " and"], [float("nan"), 4.0, float("inf")])
+    for form in ("pairs", "highlight", "tokens"):
+        text = explainer_prompt([record], form).messages[-1][1]  # type: ignore[arg-type]
+        assert "1932" in text
+    assert " in\t0\n 1932\t9\n and\t0" in explainer_prompt([record]).messages[-1][1]

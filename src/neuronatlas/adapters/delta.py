@@ -8,19 +8,22 @@ nothing secret is passed around or written down.
 from __future__ import annotations
 
 import os
+import random
+import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, QueryBuilder
-from deltalake.exceptions import DeltaError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from neuronatlas.adapters.storage import S3Settings, Storage
 from neuronatlas.errors import InputError, StorageError
 
-COMMIT_RETRIES = 5
-"""Concurrent publishers: Delta commits are optimistic; a conflicting MERGE is retried this often."""
+COMMIT_RETRIES = 10
+"""Concurrent publishers: Delta commits are optimistic; a MERGE that lost the race to a concurrent
+commit is run again on the new version, this often, after a random backoff (0.1 s doubling)."""
 
 
 class DeltaLocation:
@@ -105,14 +108,22 @@ class DeltaLocation:
         )
 
     def merge(
-        self, rows: pa.Table, key: tuple[str, ...], replace_when: str, metadata: Mapping[str, str]
-    ) -> dict[str, Any]:
+        self,
+        rows: pa.Table,
+        key: tuple[str, ...],
+        replace_when: str,
+        metadata: Mapping[str, str],
+        once: str | None = None,
+    ) -> dict[str, Any] | None:
         """MERGE `rows` on `key`: matched rows are replaced where `replace_when` (SQL over
         `source` and `target`) holds, new keys inserted. Returns delta-rs's metrics and the new
-        version. A commit that conflicts with a concurrent publisher is retried."""
+        version. A commit that conflicts with a concurrent publisher is retried, unless that
+        publisher's commit carries the same `metadata[once]` (it made this very change: None)."""
         predicate = " AND ".join(f"target.{name} = source.{name}" for name in key)
         for attempt in range(COMMIT_RETRIES):
             table = self.open()
+            if once is not None and any(c.get(once) == metadata[once] for c in table.history()):
+                return None
             try:
                 metrics = (
                     table.merge(
@@ -126,11 +137,15 @@ class DeltaLocation:
                     .when_not_matched_insert_all()
                     .execute()
                 )
+            except CommitFailedError as error:  # another publisher committed first: merge again onto its version
+                if attempt + 1 == COMMIT_RETRIES:
+                    tries = f"{COMMIT_RETRIES} times"
+                    raise StorageError(f"{self.uri}: MERGE failed {tries}: {_first_line(error)}") from None
+                time.sleep(random.uniform(0, 0.1 * 2**attempt))
+                continue
             except DeltaError as error:
-                if "conflict" in str(error).lower() and attempt + 1 < COMMIT_RETRIES:
-                    continue
                 raise StorageError(f"{self.uri}: MERGE failed: {_first_line(error)}") from None
-            return {**metrics, "version": self.open().version()}
+            return {**metrics, "version": table.version()}
         raise AssertionError("unreachable")
 
     def history(self) -> list[dict[str, Any]]:

@@ -36,14 +36,21 @@ def parse_backend(value: str, option: str) -> BackendSpec:
 
 
 def check_backend(value: str, option: str, options: LLMOptions) -> None:
-    """What can be checked of a backend in milliseconds, before anything loads: the spec, a local
-    model's files (checksum-verified), an API key or server for openai: backends."""
+    """What can be checked of a backend in milliseconds, before anything loads: the spec, its
+    counts (batch size; concurrency, retries, token budget), a local model's files
+    (checksum-verified), an API key or server for openai: backends."""
     spec = parse_backend(value, option)
     if spec.kind == "local":
         from neuronatlas.adapters.models import resolve_model
 
+        if options.batch_size < 1:
+            raise InputError(f"--llm-batch-size {options.batch_size}: must be at least 1")
         resolve_model(spec.model)
         return
+    for name, least in (("concurrency", 1), ("max_retries", 0), ("budget_tokens", 0)):
+        given = getattr(options, name)
+        if given is not None and given < least:
+            raise InputError(f"{LLMOptions.option(name)} {given}: must be at least {least}")
     require_extra("openai", "openai", f"{option} {value}")
     if options.base_url is None and not os.environ.get("OPENAI_API_KEY"):
         raise InputError(f"{option} {value}: set OPENAI_API_KEY (or pass --base-url for a local server)")

@@ -146,7 +146,7 @@ class LocalBackend:
         prefix = self._encode(tokenizer, self._render(prompt.prefix))
         rows = [self._line_ids(tokenizer, [], token_line_pieces(tokens, prompt.placeholder)) for tokens in excerpts]
         expected, mass, _ = self._read_rows(prefix, rows, prompt.scale)
-        return DigitReadout(tuple(map(tuple, expected)), tuple(map(tuple, mass)))
+        return _digit_readout(expected, mass)
 
     def _read_lines(self, prompt: LineByLinePrompt, excerpts: Sequence[Sequence[str]]) -> DigitReadout:
         """Greedy line-by-line generation, computed by Jacobi iteration: every line's digit starts
@@ -190,7 +190,7 @@ class LocalBackend:
             moving = still_moving
             if not moving:
                 break
-        return DigitReadout(tuple(map(tuple, expected)), tuple(map(tuple, mass)))
+        return _digit_readout(expected, mass)
 
     @staticmethod
     def _encode(tokenizer: Any, text: str) -> list[int]:
@@ -268,3 +268,13 @@ class LocalBackend:
             self._encode(tokenizer, head.removesuffix(" ")), rows, [ids[0] for ids in choice_ids]
         )
         return ChoiceReadout(tuple(tuple(probabilities[0].tolist()) for probabilities in found))
+
+
+def _digit_readout(expected: list[list[float]], mass: list[list[float]]) -> DigitReadout:
+    """The readout, or a failure at the first read position with no probability on the digits
+    (a softmax that underflowed there: its renormalised expected value would be 0/0)."""
+    for x, shares in enumerate(mass):
+        for k, share in enumerate(shares):
+            if not share > 0:
+                return DigitReadout(failure=f"excerpt {x} token {k}: no probability on the digits")
+    return DigitReadout(tuple(map(tuple, expected)), tuple(map(tuple, mass)))

@@ -2,6 +2,7 @@
 options built from the typed configs (`options.py`)."""
 
 import sys
+from typing import Any, NoReturn
 
 import typer
 
@@ -11,7 +12,8 @@ from neuronatlas.errors import AtlasError
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2; bugs keep tracebacks."""
+    """Entry point: user and usage errors become one line on stderr and exit code 2; bugs keep
+    tracebacks."""
     try:
         app(standalone_mode=False)
     except AtlasError as error:
@@ -23,10 +25,22 @@ def main() -> None:
     except Exception as error:
         import click
 
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
+        if isinstance(error, typer.TyperException | click.ClickException):
+            usage_error(error)
         raise
+
+
+def usage_error(error: Any) -> NoReturn:
+    """A usage error of typer (which brings a click of its own) or click, as one line naming the
+    command's help; no arguments at all show the help."""
+    if type(error).__name__ == "NoArgsIsHelpError":
+        error.show()
+        sys.exit(error.exit_code)
+    ctx = getattr(error, "ctx", None)
+    hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+    message = " ".join(error.format_message().split()).rstrip(".")
+    typer.echo(f"error: {message}{hint}", err=True)
+    sys.exit(error.exit_code)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from typing import Annotated, Any
 
 import typer
 
+from neuronatlas.errors import InputError
 from neuronatlas.runtime import configure_environment, quiet_user_errors
 
 app = typer.Typer(
@@ -13,9 +14,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+def given_root(root: str) -> str:
+    """`--root ''` would be the current folder: refused."""
+    if not root.strip():
+        raise InputError(f"--root {root!r}: empty")
+    return root
+
+
 Root = Annotated[
     str,
-    typer.Option(envvar="NEURONATLAS_ROOT", help="Storage root: a local folder or s3://bucket/prefix."),
+    typer.Option(
+        envvar="NEURONATLAS_ROOT", callback=given_root, help="Storage root: a local folder or s3://bucket/prefix."
+    ),
 ]
 
 

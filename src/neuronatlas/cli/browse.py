@@ -1,7 +1,7 @@
 """The commands that read a root: corpora, runs, the published table's versions, exports and
 lineage, and the neuron viewer (`view`, `show`)."""
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -9,14 +9,26 @@ from neuronatlas.cli.app import Root, app, flows, print_run
 from neuronatlas.errors import InputError
 from neuronatlas.runtime import configure_environment
 
+if TYPE_CHECKING:
+    from neuronatlas.adapters.storage import Storage
+
+
+def existing(root: str) -> "Storage":
+    """The root's `Storage`, refused when nothing is there."""
+    from neuronatlas.adapters.storage import Storage
+
+    storage = Storage.open(root)
+    if not storage.exists(""):
+        raise InputError(f"--root {root}: no such root")
+    return storage
+
 
 @app.command()
 def corpora(root: Root = "./atlas") -> None:
     """List the committed corpora under the root."""
-    from neuronatlas.adapters.storage import Storage
     from neuronatlas.catalog.runs import committed
 
-    storage = Storage.open(root)
+    storage = existing(root)
     names = committed(storage, "corpus")
     if not names:
         typer.echo(f"no corpus under {storage.uri()}")
@@ -32,6 +44,7 @@ def runs(root: Root = "./atlas") -> None:
     """Atlas runs, newest first: status, neurons done and failed, LLM tokens and cost, wall time per stage."""
     from neuronatlas import catalog
 
+    existing(root)
     reports = catalog.runs(root)
     if not reports:
         typer.echo("no atlas runs yet; `neuronatlas run` makes one")
@@ -75,10 +88,15 @@ def export(
     root: Root = "./atlas",
     version: Annotated[int | None, typer.Option(help="Table version (default: the latest).")] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="parquet, jsonl or csv (default: from OUT).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
 ) -> None:
     """Write one version of the published table as one file polars, pandas and DuckDB read."""
+    from pathlib import Path
+
     from neuronatlas import catalog
 
+    if not overwrite and Path(out).expanduser().is_file():
+        raise InputError(f"{out}: already exists; pass --overwrite to replace it")
     written, rows, chosen = catalog.export(root, out, version, fmt)
     typer.echo(f"wrote {out}: version {written}, {rows} rows, {chosen}")
 
@@ -127,7 +145,7 @@ def view(
     root: Root = "./atlas",
     version: Annotated[int | None, typer.Option(help="Table version (default: the latest).")] = None,
     serve: Annotated[bool, typer.Option("--serve", help="Then serve it on 127.0.0.1 until Ctrl-C.")] = False,
-    port: Annotated[int, typer.Option(help="Port for --serve.")] = 8000,
+    port: Annotated[int, typer.Option(help="Port for --serve (0: any free port).")] = 8000,
     embed: Annotated[
         bool, typer.Option("--embed/--no-embed", help="Explanation embeddings for semantic search.")
     ] = True,
@@ -135,7 +153,9 @@ def view(
     """Build the neuron viewer: a static site over one version of the published table."""
     configure_environment()
     from neuronatlas.viewer import site
+    from neuronatlas.viewer.serve import check_port
 
+    check_port(port)
     built = site.build(root, out, version, embed=embed)
     typer.echo(
         f"wrote {built.out}: table version {built.version}, {built.neurons} neurons, {built.pages} neuron pages"

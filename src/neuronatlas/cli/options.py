@@ -8,16 +8,10 @@ from typing import Annotated, Any
 
 import typer
 
+from neuronatlas.cli.app import Root
 from neuronatlas.config import Config
 
-ROOT = inspect.Parameter(
-    "root",
-    inspect.Parameter.KEYWORD_ONLY,
-    default="./atlas",
-    annotation=Annotated[
-        str, typer.Option(envvar="NEURONATLAS_ROOT", help="Storage root: a local folder or s3://bucket/prefix.")
-    ],
-)
+ROOT = inspect.Parameter("root", inspect.Parameter.KEYWORD_ONLY, default="./atlas", annotation=Root)
 CONTEXT = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
 
 

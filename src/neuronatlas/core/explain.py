@@ -4,6 +4,7 @@ Records arrive as `NeuronRecords` (tokens joined from the corpus); answers come 
 backend as texts or failures; what leaves is rows for the dataset contracts.
 """
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from neuronatlas.core.llm import Generation, GenerationParams, LLMBackend
 from neuronatlas.core.parsing import Failure, parse_explanation, parse_json_simulation
-from neuronatlas.core.prompts import ActivationRecord, explainer_prompt
+from neuronatlas.core.prompts import ActivationRecord, explainer_prompt, records_max
 from neuronatlas.core.scoring import ExplanationScores, ScoredExcerpt, score_explanation
 
 SCORED_SPLITS = ("calibration", "valid", "test")
@@ -62,7 +63,9 @@ def unexplainable(records: NeuronRecords) -> str | None:
     train = records.train()
     if not train:
         return "no train records"
-    if max(max(r.activations) for r in train) <= 0:
+    if not all(math.isfinite(a) for r in train for a in r.activations):
+        return "non-finite activations in the train records"
+    if records_max(train) <= 0:
         return "no positive activation in the train records"
     return None
 
@@ -185,6 +188,10 @@ def _request_simulations(
 
 
 def score(excerpts: Sequence[Record], simulations: Sequence[Simulation]) -> ExplanationScores:
+    """The scores of `excerpts` from their simulations, one each in order (any other count scores
+    nothing, with the reason)."""
+    if len(simulations) != len(excerpts):
+        return ExplanationScores.unscored(f"{len(simulations)} simulations for {len(excerpts)} excerpts")
     return score_explanation(
         [
             ScoredExcerpt(record.split, record.kind, record.activations, simulation.values)

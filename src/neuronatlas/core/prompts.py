@@ -54,10 +54,13 @@ class ChatPrompt:
 
 
 def normalise(activations: Sequence[float], max_activation: float, scale: int) -> list[int]:
-    """floor(scale * relu(a) / max_a) clamped to 0..scale; all zeros when max_a <= 0."""
-    if max_activation <= 0:
+    """floor(scale * relu(a) / max_a) clamped to 0..scale; 0 for a non-finite a; all zeros when
+    max_a is not a positive finite number."""
+    if not 0 < max_activation < math.inf:
         return [0] * len(activations)
-    return [min(scale, max(0, math.floor(scale * max(a, 0.0) / max_activation))) for a in activations]
+    return [
+        math.floor(min(scale, scale * max(a, 0.0) / max_activation)) if math.isfinite(a) else 0 for a in activations
+    ]
 
 
 def show_token(token: str) -> str:
@@ -66,7 +69,8 @@ def show_token(token: str) -> str:
 
 
 def records_max(records: Sequence[ActivationRecord]) -> float:
-    return max((max(r.activations, default=0.0) for r in records), default=0.0)
+    """The largest finite activation of the records (0.0 when there is none)."""
+    return max((a for r in records for a in r.activations if math.isfinite(a)), default=0.0)
 
 
 def _pairs_block(records: Sequence[ActivationRecord], max_activation: float, scale: int) -> str:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from neuronatlas.errors import InputError
+
 log = logging.getLogger(__name__)
 MAX_QUERY = 500
 
@@ -60,7 +62,14 @@ class _Handler(SimpleHTTPRequestHandler):
         log.debug("%s " + format, self.address_string(), *args)
 
 
+def check_port(port: int) -> None:
+    """A port the server can be asked for (0: any free port)."""
+    if not 0 <= port <= 65535:
+        raise InputError(f"--port {port}: must be 1-65535 (or 0: any free port)")
+
+
 def server(site: str | Path, port: int = 8000) -> ThreadingHTTPServer:
     """A server for `site` on 127.0.0.1:`port` (0: any free port); call `serve_forever()`."""
+    check_port(port)
     handler = functools.partial(type("Handler", (_Handler,), {"encoder": _Encoder()}), directory=str(site))
     return ThreadingHTTPServer(("127.0.0.1", port), handler)

@@ -7,6 +7,7 @@ per request. Each explanation is simulated on its neuron's calibration, valid an
 and, for the permutation null, on its partner's valid records.
 """
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -76,6 +77,7 @@ class SimulationResult:
             **{name: getattr(self.scores, name).value for name in SCORE_NAMES},
             "null_score": self.null.value,
             "failure_reason": self.scores.failure_reason,
+            "score_reasons": json.dumps(reasons) if (reasons := self.scores.reasons()) else None,
             "null_failure_reason": self.null.reason,
             "mean_digit_mass": float(np.mean(np.concatenate(masses))) if masses else None,
         }
@@ -83,8 +85,7 @@ class SimulationResult:
     @classmethod
     def unscored(cls, reason: str) -> "SimulationResult":
         """Every column null, for `reason`."""
-        null = Score(None, reason)
-        return cls(ExplanationScores(null, null, null, null, null, null, failure_reason=reason), null)
+        return cls(ExplanationScores.unscored(reason), Score(None, reason))
 
 
 def simulate(
