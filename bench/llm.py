@@ -1,25 +1,33 @@
-"""The LLM stages over an OpenAI-compatible API: throughput, tokens per neuron, and what an atlas
-of real size would cost.
+"""The LLM stages over an OpenAI-compatible API: throughput, tokens per neuron for the default
+settings and the `large-atlas` profile, their oracle results, and what an atlas of real size would
+cost.
 
-    .venv/bin/python bench/llm.py [--neurons 4] [--latency 0.2] [--server-neurons 1]
-        [--usd-per-m-in 0.15] [--usd-per-m-out 0.6] [--tokens-per-second 20000]
+    .venv/bin/python bench/llm.py [--neurons 4] [--latency 0.2] [--slow-latency 1.0]
+        [--server-neurons 1] [--usd-per-m-in 0.15] [--usd-per-m-out 0.6] [--tokens-per-second 20000]
+        [--oracle-simulator local:qwen2.5-coder-1.5b] [--oracle-method line-by-line]
+        [--skip throughput,oracles,server]
 
-1. **Throughput** against a fake OpenAI-compatible server answering after `--latency` seconds (an
-   asyncio server in a process of its own, as real servers are): requests per second achieved by
-   the `openai:` backend at several concurrency limits, against the ideal (concurrency /
-   latency), and the client's CPU time per request, which bounds the rate a small machine can
-   reach. Target: at least 0.8 of the ideal.
-2. **Tokens and requests per neuron**, per stage and scorer, with the default extraction settings
-   (20 top and 15 random records per neuron) on a real root: the explain and score flows run
-   against the fake server (answers of the right shape), every request body is recorded, and its
-   prompt tokens are counted with the shipped Qwen2.5 tokenizer's chat template (what a Qwen
-   server would bill); completion tokens are the answers' tokens.
-3. **A real server**: llama-cpp-python's server with the shipped Qwen2.5-Coder-0.5B GGUF on this
+1. **Throughput** against a fake server answering after `--latency` seconds (an asyncio server in
+   a process of its own, as real servers are): requests per second achieved by the `openai:`
+   backend at several concurrency limits, against the ideal (concurrency / latency), and the
+   client's CPU time per request, which bounds the rate a small machine can reach; then at
+   `--slow-latency` (a generation's latency) with higher limits. Target: 0.8 of the ideal.
+2. **Tokens and requests per neuron**, per stage and scorer, for each profile (the default
+   settings: 20 top and 15 random records; `large-atlas`: 12 and 9, the valid split simulated),
+   on a real root: the explain and score flows run against the fake server, which counts tokens
+   as a Qwen2.5 server would (its chat template and tokenizer) and reports prefix-cache hits as
+   vLLM's automatic prefix caching would (16-token blocks seen before); the numbers are those
+   the stages' usage manifests record from the server's `usage`.
+3. **Oracle neurons** (their correct explanation against the permutation null) under each
+   profile's record counts and splits, simulated by `--oracle-simulator` in process: does the
+   profile keep the score's power to tell a right explanation from a wrong one?
+4. **A real server**: llama-cpp-python's server with the shipped Qwen2.5-Coder-0.5B GGUF on this
    machine's CPU: explanations and fuzzing readouts of `--server-neurons` neurons, timed, with
    the tokens the server reported.
-4. **Projection**: the cost of 1,000 neurons at the stated prices (and at Batch API prices, half),
-   and the hours for all 46,080 neurons of SmolLM2-135M and 307,200 GPT-2-XL-sized neurons at a
-   stated server throughput (`--tokens-per-second`, prompt + completion).
+5. **Projection** per profile: the cost of 1,000 neurons at the stated prices (and at Batch API
+   prices, half), and the hours for all 46,080 neurons of SmolLM2-135M and 307,200
+   GPT-2-XL-sized neurons at a stated server throughput (`--tokens-per-second`, computed tokens:
+   uncached prompt + completion).
 
 Results go to bench/results/llm-<time>.json.
 """
