@@ -319,6 +319,7 @@ def main() -> None:
     parser.add_argument("--tokens-per-second", type=float, default=20_000.0)
     parser.add_argument("--oracle-simulator", default="local:qwen2.5-coder-1.5b")
     parser.add_argument("--oracle-method", default="line-by-line")
+    parser.add_argument("--oracle-profiles", default="default,large-atlas", help="profiles whose oracles are scored")
     parser.add_argument("--skip", default="", help="sections to leave out: throughput,server,oracles")
     args = parser.parse_args()
     skip = set(args.skip.split(","))
@@ -336,7 +337,8 @@ def main() -> None:
         roots = {name: profile_root(workdir, name, config) for name, config in profiles.items()}
         results["per_neuron"], totals = print_per_neuron(roots, profiles, args.neurons)
         if "oracles" not in skip:
-            results["oracles"] = print_oracles(roots, profiles, args.oracle_simulator, args.oracle_method)
+            chosen = {name: profiles[name] for name in args.oracle_profiles.split(",")}
+            results["oracles"] = print_oracles(roots, chosen, args.oracle_simulator, args.oracle_method)
         if "server" not in skip:
             results["llama_cpp_server"] = print_real_server(workdir, roots["default"], args.server_neurons)
     finally:
