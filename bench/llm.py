@@ -10,8 +10,10 @@ cost.
 1. **Throughput** against a fake server answering after `--latency` seconds (an asyncio server in
    a process of its own, as real servers are): requests per second achieved by the `openai:`
    backend at several concurrency limits, against the ideal (concurrency / latency), and the
-   client's CPU time per request, which bounds the rate a small machine can reach; then at
-   `--slow-latency` (a generation's latency) with higher limits. Target: 0.8 of the ideal.
+   client's CPU time per request, which bounds the rate a small machine can reach; side by side,
+   the `openai` client's own transport (what the backend used before its aiohttp one) sending the
+   same number of requests at the same limit; then at `--slow-latency` (a generation's latency)
+   with higher limits. Target: 0.8 of the ideal.
 2. **Tokens and requests per neuron**, per stage and scorer, for each profile (the default
    settings: 20 top and 15 random records; `large-atlas`: 12 and 9, the valid split simulated),
    on a real root: the explain and score flows run against the fake server, which counts tokens
@@ -76,6 +78,8 @@ its own (as vLLM and llama.cpp answer: not competing with the client for one int
 
 
 def throughput(latency: float, limits: list[int]) -> list[dict[str, Any]]:
+    """Per concurrency limit: the backend's rate (its aiohttp transport) and, side by side in
+    the same run, the `openai` client's own transport sending the same bodies at the same limit."""
     import httpx
 
     from neuronatlas.adapters.openai_llm import OpenAIBackend
@@ -98,11 +102,12 @@ def throughput(latency: float, limits: list[int]) -> list[dict[str, Any]]:
         for limit in limits:
             requests = 6 * limit
             backend = OpenAIBackend("m", base_url=url, concurrency=limit, timeout_s=30 + latency)
-            backend.generate([prompt], GenerationParams(max_tokens=20))  # warm: client, pool
+            backend.generate([prompt], GenerationParams(max_tokens=20))  # warm: imports
             started, cpu = time.perf_counter(), time.process_time()
             answers = backend.generate([prompt] * requests, GenerationParams(max_tokens=20))
             seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
             assert all(a.failure is None for a in answers), [a.failure for a in answers if a.failure][:3]
+            client_seconds, client_cpu = openai_client_rate(url, limit, requests)
             achieved, ideal = requests / seconds, limit / latency
             rows.append(
                 {
@@ -112,12 +117,39 @@ def throughput(latency: float, limits: list[int]) -> list[dict[str, Any]]:
                     "ideal_rps": ideal,
                     "ratio": achieved / ideal,
                     "client_cpu_ms_per_request": 1000 * cpu / requests,
+                    "openai_client_ratio": requests / client_seconds / ideal,
+                    "openai_client_cpu_ms_per_request": 1000 * client_cpu / requests,
                 }
             )
     finally:
         server.terminate()
         server.wait(timeout=30)
     return rows
+
+
+def openai_client_rate(url: str, limit: int, requests: int) -> tuple[float, float]:
+    """Seconds and CPU seconds for the `openai` client (its low-level post, no body validation)
+    to send `requests` chat bodies at most `limit` at a time: the transport the backend used
+    before its own."""
+    import asyncio
+
+    from openai import AsyncOpenAI
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "x " * 400}], "max_tokens": 20}
+
+    async def send() -> None:
+        async with AsyncOpenAI(api_key="unused", base_url=url, timeout=60.0) as client:
+            semaphore = asyncio.Semaphore(limit)
+
+            async def one() -> None:
+                async with semaphore:
+                    await client.post("/chat/completions", body=body, cast_to=object)
+
+            await asyncio.gather(*(one() for _ in range(requests)))
+
+    started, cpu = time.perf_counter(), time.process_time()
+    asyncio.run(send())
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
 def fake_answer(messages: list[dict[str, str]]) -> str:
@@ -359,9 +391,11 @@ def print_throughput(latency: float, slow_latency: float) -> list[dict[str, Any]
         rows = throughput(seconds, limits)
         results += [{"latency_s": seconds, **row} for row in rows]
         table(
-            ["concurrency", "requests", "achieved req/s", "ideal req/s", "ratio", "client CPU ms/request"],
+            ["concurrency", "requests", "achieved req/s", "ideal req/s", "ratio", "client CPU ms/request",
+             "openai client: ratio", "CPU ms/request"],
             [[r["concurrency"], r["requests"], f"{r['achieved_rps']:.1f}", f"{r['ideal_rps']:.1f}",
-              f"{r['ratio']:.2f}", f"{r['client_cpu_ms_per_request']:.1f}"] for r in rows],
+              f"{r['ratio']:.2f}", f"{r['client_cpu_ms_per_request']:.2f}", f"{r['openai_client_ratio']:.2f}",
+              f"{r['openai_client_cpu_ms_per_request']:.2f}"] for r in rows],
         )  # fmt: skip
     print()
     return results

@@ -10,9 +10,10 @@ as int32 like the hive partition key, so a whole dataset reads back with one sch
   the valid records of another neuron (`record_layer`, `record_neuron`).
 - `scores/<run>/layer=<L>/...`: one row per (layer, neuron, explanation_id): every score (null with
   a reason where undefined), the control's score, and whether it is the neuron's best sample (chosen
-  on train/calibration spans, never valid or test: `core.scorers.best_sample`). The reasons of the
-  simulation scores are in `score_reasons`: a JSON object from each null one's column name to its
-  reason, null when all six are set (`failure_reason` repeats the headline's).
+  on train/calibration spans, never valid or test: `core.scorers.best_sample`). Why each null score
+  is null is in `score_reasons`: a JSON object from each null score column's name to its reason
+  (every scorer's, the nulls and the baseline's too), null when every score is set
+  (`failure_reason` repeats the headline's).
 
 Run ids are content-addressed (inputs and parameters), so a rerun finds its own output.
 """
@@ -78,6 +79,12 @@ EXCERPT_SCORE_COLUMNS = (
 """Embedding AUC on the neuron's valid/test spans and on its control partner's (the null); the
 embedding AUC on train/calibration spans that picks the best sample; the token-lookup baseline's
 top-and-random score on the neuron and on its partner (per neuron, repeated on each row)."""
+REASONED_COLUMNS = (
+    *SCORE_COLUMNS,
+    *EXCERPT_SCORE_COLUMNS,
+    *(f"{scorer}_{column}" for scorer in ("detection", "fuzzing") for column in ("auc", "null")),
+)
+"""Every score column of the scores table: each null one is named in `score_reasons`."""
 SCORES_SCHEMA = pa.schema(
     [
         pa.field("layer", pa.int32(), nullable=False),
@@ -172,10 +179,13 @@ def layer_tables(layer: int, outcomes: list[NeuronOutcome]) -> dict[str, pa.Tabl
                         {**key, **extra}, simulated.control_excerpts, simulated.control_simulations
                     )
             row = {**key, "explanation": outcome.explanation, "is_best": index == neuron.best}
-            for name in SCORERS:
-                row |= result_or_not_run(outcome, name).columns()
+            reasons: dict[str, str] = {}
+            for result in [*(result_or_not_run(outcome, name) for name in SCORERS), neuron.baseline]:
+                row |= result.columns()
+                reasons |= result.reasons()
+            row["score_reasons"] = json.dumps(reasons) if reasons else None
             control_of = neuron.control_of
-            row |= neuron.baseline.columns() | {
+            row |= {
                 "null_layer": control_of[0] if control_of else None,
                 "null_neuron": control_of[1] if control_of else None,
             }

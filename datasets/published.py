@@ -2,8 +2,9 @@
 (model, layer, neuron, sign; the sign is "positive" unless `explain --sign negative`) with the
 neuron's best explanation, its scores, the run-level real-vs-null gap of each scorer, and the
 lineage of the row (every run and fingerprint it came from). `failure_reason` says why the headline
-simulation score is null, `score_reasons` why each null simulation score is (as in the scores
-table; tables created before it joined the contract read it back null).
+simulation score is null, `score_reasons` why each null score is (a JSON object from column name to
+reason, as in the scores table; complete from scorer version 4, simulation scores only in version
+3; tables created before it joined the contract read it back null).
 
 Every publish is a new table version (a Delta MERGE): a row is replaced only when the new
 explanation ranks higher on the same criterion (`rank_by`, `rank_score`: how the pipeline picks
@@ -168,7 +169,7 @@ def published_rows(chain: list[Any], scores: pa.Table, publish_id: str, flow_run
 
 
 def published_reasons(score_reasons: str | None) -> str | None:
-    """The scores table's `score_reasons` narrowed to the simulation scores a row carries (a JSON
+    """The scores table's `score_reasons` narrowed to the scores a row carries (a JSON
     object from each null one's column name to its reason; None when none is null)."""
     kept = {name: why for name, why in json.loads(score_reasons or "{}").items() if name in ROW_SCORES}
     return json.dumps(kept) if kept else None

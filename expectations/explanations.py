@@ -7,8 +7,7 @@ import polars as pl
 import pyarrow as pa
 
 from neuronatlas.adapters.validation import Check
-from neuronatlas.core.scoring import SCORE_NAMES
-from neuronatlas.datasets.explanations import SCORE_COLUMNS
+from neuronatlas.datasets.explanations import REASONED_COLUMNS, SCORE_COLUMNS
 
 if TYPE_CHECKING:
     import great_expectations as gx
@@ -90,7 +89,7 @@ def simulations_suite(name: str, scale: int, keys: list[str]) -> "gx.Expectation
 
 def scores_frame(table: pa.Table) -> pd.DataFrame:
     """Adds whether the headline score and its failure reason exclude each other, whether
-    `score_reasons` names exactly the null simulation scores, and how many rows of the neuron are
+    `score_reasons` names exactly the null score columns, and how many rows of the neuron are
     marked best (one when any explanation can be ranked, by its selection AUC or its simulation
     score, else none)."""
     frame = _frame(table)
@@ -100,7 +99,7 @@ def scores_frame(table: pa.Table) -> pd.DataFrame:
         score_xor_reason=has_score != pl.col("failure_reason").is_not_null(),
         score_reasons_complete=pl.all_horizontal(
             pl.col(name).is_null() == pl.col("score_reasons").str.json_path_match(f"$.{name}").is_not_null()
-            for name in SCORE_NAMES
+            for name in REASONED_COLUMNS
         ),
         best_rows=pl.col("is_best").cast(pl.Int64).sum().over(["layer", "neuron"]),
         expected_best_rows=rankable.any().over(["layer", "neuron"]).cast(pl.Int64),

@@ -38,6 +38,7 @@ from neuronatlas.flows.extract import ExtractResult, extract_activations
 from neuronatlas.flows.ingest import ingest_corpus
 from neuronatlas.flows.publish import publish
 from neuronatlas.flows.score import ScoreResult, simulate_and_score
+from neuronatlas.plans import check_atlas
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,9 @@ def atlas(
     `plan`: the ingest stage's, checked by the caller; `*_backend` (LLM backend objects) replace
     the named models in tests."""
     config = _resolve(config, options, parameters)
-    storage = Storage.open(root)
+    if plan is None:  # a deployment's run, or a caller that did not check: every check first
+        plan = check_atlas(root, config)
+    storage = plan.storage
     runner = check_runner(config.runner)
     run_id = new_run_id()
     backends = {

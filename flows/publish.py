@@ -2,8 +2,9 @@
 
 Only after every upstream suite passed (corpus, the activation, explanation and score partitions
 the run was made from). The rows are validated before the MERGE and the whole table after it, in
-one Prefect transaction: a failure after the commit restores the version before it, so a reader
-never sees a table that failed its suite as the latest version. A score run publishes once; a
+one Prefect transaction: a failure after the commit reverts that commit alone (its rows back to
+what the version before held; publishers that committed since keep theirs), so a table that
+failed its suite does not stay the latest version. A score run publishes once; a
 rerun finds its publish in the table's history and does nothing.
 """
 
@@ -46,6 +47,7 @@ def publish(root: str = "./atlas", scores: str | None = None) -> PublishResult:
     """Publish a committed score run's best explanation per neuron to `published/atlas`."""
     logger = get_run_logger()
     storage = Storage.open(root)
+    storage.check_writable()
     scores_run = committed_run(storage, "scores", scores, "score")
     publish_id = published.publish_id(scores_run)
     location = DeltaLocation(storage, published.TABLE_PATH)
@@ -76,10 +78,8 @@ def publish(root: str = "./atlas", scores: str | None = None) -> PublishResult:
             "neuronatlas_flow_run_id": flow_run_id or "",
         }
         location.create(published.SCHEMA, {"neuronatlas_format_version": str(published.FORMAT_VERSION)})
-        before = location.open().version()
         with transaction() as txn:
             txn.set("location", location)
-            txn.set("before", before)
             txn.set("publish_id", publish_id)
             merged = merge_rows(location, rows, metadata)
             if merged is None:
@@ -87,6 +87,7 @@ def publish(root: str = "./atlas", scores: str | None = None) -> PublishResult:
                 logger.info("%s was published by a concurrent run: version %s", scores_run, version)
                 return PublishResult(publish_id, location.uri, location.open().version(), 0, 0, 0, True)
             metrics = merged
+            txn.set("version", metrics["version"])
             report = validate_version(location, metrics["version"])
     inserted, updated = metrics["num_target_rows_inserted"], metrics["num_target_rows_updated"]
     record = published.publish_record(publish_id, location.uri, metrics["version"], rows.num_rows, inserted, updated)

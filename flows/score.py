@@ -33,8 +33,9 @@ from neuronatlas.tasks.llm import prefetch_batch, shared_budget_name
 from neuronatlas.tasks.score import ScoreWork, score_layer_task, scorers_for
 from neuronatlas.version import code_version
 
-SCORER_VERSION = "3"
-"""Bumped whenever a scorer's spans, prompts or arithmetic change: part of every score run's id,
+SCORER_VERSION = "4"
+"""Bumped whenever a scorer's spans, prompts, arithmetic or columns change (4: every null score's
+reason in `score_reasons`): part of every score run's id,
 so a rerun after such a change scores afresh (LLM answers still come from the cache)."""
 
 

@@ -22,11 +22,17 @@ def merge_rows(location: DeltaLocation, rows: pa.Table, metadata: dict[str, str]
 
 
 @merge_rows.on_rollback
-def _restore_previous(txn: Transaction) -> None:
+def _revert_merge(txn: Transaction) -> None:
+    """Undo this publish's MERGE alone: publishers that committed since keep their rows."""
     location: DeltaLocation = txn.get("location")
-    before: int = txn.get("before")
-    location.restore(before, {published.ROLLED_BACK_KEY: txn.get("publish_id")})
-    get_run_logger().warning("publish rolled back: %s restored to version %d", location.uri, before)
+    version: int | None = txn.get("version", None)
+    if version is None:  # the MERGE itself failed: nothing was committed
+        return
+    publish_id = txn.get("publish_id")
+    owner = ("publish_id", publish_id)
+    reverted = location.revert(version, published.KEY, owner, published.SCHEMA, {published.ROLLED_BACK_KEY: publish_id})
+    made = "nothing to undo" if reverted is None else f"version {reverted} undoes version {version}"
+    get_run_logger().warning("publish %s rolled back: %s (%s)", publish_id, location.uri, made)
 
 
 @task(cache_policy=NO_CACHE)

@@ -20,11 +20,21 @@ from tests.support import S3_ENV, free_port
 
 
 @pytest.fixture(scope="session", autouse=True)
-def offline_environment(tmp_path_factory: pytest.TempPathFactory) -> None:
+def offline_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Offline defaults and a Prefect home of the test session's own (ephemeral server)."""
     os.environ.setdefault("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect-home")))
     os.environ.pop("PREFECT_API_URL", None)
     configure_environment()
+    yield
+    # Prefect stops its temporary server at interpreter exit and logs it to a stream pytest has
+    # closed by then: a logging traceback after the summary. Stop it while the stream is open,
+    # once the logs still queued for it are sent.
+    from prefect.logging.handlers import APILogWorker
+    from prefect.server.api.server import SubprocessASGIServer
+
+    APILogWorker.drain_all(timeout=10)
+    for server in list(SubprocessASGIServer._instances.values()):
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,8 @@ BLOCK = 16
 
 
 class FaultyServer:
-    """`faults`: behaviours consumed one per request (then "ok"): ok, 429, 500, slow, reset, garbage, not-chat."""
+    """`faults`: behaviours consumed one per request (then "ok"): ok, 429, 500, 400, slow, reset, cut (the
+    connection drops mid-body), garbage, not-chat."""
 
     def __init__(self, answer: Callable[[list[dict[str, str]]], str], faults: list[str] | None = None) -> None:
         self.answer = answer
@@ -282,6 +283,18 @@ def _handler(server: FaultyServer) -> type[BaseHTTPRequestHandler]:
             elif behaviour == "slow":
                 time.sleep(server.slow_seconds)
                 self._send(200, self._completion(body))
+            elif behaviour == "cut":  # the connection drops mid-body
+                whole = self._completion(body)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(whole)))
+                self.end_headers()
+                self.wfile.write(whole[: len(whole) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(2)
+            elif behaviour == "400":
+                self._send(400, b'{"error": {"message": "max_tokens is too large"}}')
             elif behaviour == "garbage":
                 self._send(200, b'{"choices": [ {"mess')
             elif behaviour == "not-chat":

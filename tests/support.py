@@ -1,10 +1,15 @@
 """Helpers shared by test modules (fixtures live in conftest.py)."""
 
 import json
+import os
 import re
 import socket
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 S3_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -134,3 +139,27 @@ class ScriptedBackend:
         target = self._target(heading)
         expected = tuple(tuple(9.0 if t.strip() == target else 0.0 for t in tokens) for tokens in excerpts)
         return DigitReadout(expected, tuple(tuple(1.0 for _ in tokens) for tokens in excerpts))
+
+
+@contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """`folder` unwritable for this process and its children while the block runs: its
+    permissions for a user; a read-only bind mount for root, whom permissions do not stop."""
+    if os.geteuid() != 0:
+        modes = {path: path.stat().st_mode for path in [folder, *folder.rglob("*")] if path.is_dir()}
+        for path, mode in modes.items():
+            path.chmod(mode & ~0o222)
+        try:
+            yield
+        finally:
+            for path, mode in modes.items():
+                path.chmod(mode)
+        return
+    mounted = subprocess.run(["mount", "--bind", str(folder), str(folder)], check=False, capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"running as root without the right to mount a read-only view: {mounted.stderr.decode()[:80]}")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], check=True, capture_output=True)
+        yield
+    finally:
+        subprocess.run(["umount", str(folder)], check=True, capture_output=True)

@@ -65,7 +65,9 @@ def plan_ingest(root: str, config: IngestConfig) -> IngestPlan:
         raise InputError(f"--encoding-errors {config.encoding_errors}: expected strict or replace")
     check_source(source_spec(config))
     resolve_model(config.tokenizer_of)
-    return IngestPlan(config, Storage.open(root))
+    storage = Storage.open(root)
+    storage.check_writable()  # last: bad input is refused before anything is written
+    return IngestPlan(config, storage)
 
 
 def source_spec(config: IngestConfig) -> Any:
@@ -123,6 +125,7 @@ def plan_extract(root: str, config: ExtractConfig) -> ExtractPlan:
         raise InputError(f"--top-k {config.top_k}: larger than the corpus ({n_excerpts} excerpts)")
     n_layers = layer_count(source)
     chosen = _choice(config.layers, "--layers", parse_layers, n_layers)
+    storage.check_writable()
     return ExtractPlan(config, storage, source, corpus_id, manifest, chosen, n_layers)
 
 
@@ -191,6 +194,7 @@ def plan_explain(root: str, config: ExplainConfig, options: LLMOptions | None) -
     chosen = [layer for layer in chosen if layer in run.layers]
     rng = np.random.default_rng(config.seed)
     pairs = _choice(config.neurons, "--neurons", parse_neurons, chosen, run.d_mlp, rng)
+    storage.check_writable()
     return ExplainPlan(config, storage, run, pairs)
 
 
@@ -240,6 +244,7 @@ def plan_score(root: str, config: ScoreConfig, options: LLMOptions | None) -> Sc
     storage = Storage.open(root)
     run = committed_run(storage, "explanations", config.explanations, "explain")
     manifest = storage.read_json(f"explanations/{run}/_manifest.json")
+    storage.check_writable()
     return ScorePlan(config, storage, run, manifest, method, scorers)
 
 
@@ -320,6 +325,7 @@ def plan_validity(root: str, config: ValidityConfig, options: LLMOptions | None)
     if config.neurons > len(layers) * run.d_mlp:
         raise InputError(f"--neurons {config.neurons}: the chosen layers have {len(layers) * run.d_mlp}")
     picked = spread_neurons(layers, config.neurons, run.d_mlp, np.random.default_rng(config.seed))
+    storage.check_writable()
     return ValidityPlan(config, storage, run, picked, formats, scorers, methods)
 
 

@@ -15,7 +15,13 @@ from neuronatlas.core.prompts import JSON_EXCERPTS_PER_REQUEST
 from neuronatlas.datasets import explanations as contract
 from tests.fake_openai import FaultyServer, serve
 from tests.integration.test_cli_bad_input import assert_clean_failure, run_cli
-from tests.support import is_json_simulation, json_request_excerpts, json_simulation_answer, small_jsonl_corpus
+from tests.support import (
+    is_json_simulation,
+    json_request_excerpts,
+    json_simulation_answer,
+    read_only,
+    small_jsonl_corpus,
+)
 
 SENTINEL = "sk-sentinel-7d3f0a9c41"
 """The API key of every run here: it must appear in no output and no file under the root."""
@@ -88,6 +94,18 @@ def assert_no_secret(root: str, *outputs: str) -> None:
     for path in Path(root).rglob("*"):
         if path.is_file():
             assert SENTINEL.encode() not in path.read_bytes(), path
+
+
+def test_a_read_only_root_is_refused_before_any_llm_call(root: str, server: tuple[FaultyServer, str]) -> None:
+    fake, url = server
+    before = sorted(str(p) for p in Path(root).rglob("*"))
+    with read_only(Path(root)):
+        refused = run_cli(
+            "explain", "--root", root, "--base-url", url, "--neurons", NEURONS, *ONE, "--explainer", "openai:m", env=ENV
+        )
+    assert_clean_failure(refused, f"--root {root}: cannot write in {root}")
+    assert fake.requests == []  # nothing asked, nothing spent
+    assert sorted(str(p) for p in Path(root).rglob("*")) == before
 
 
 def test_batch_api_one_batch_per_stage_resumed_by_a_rerun(root: str, server: tuple[FaultyServer, str]) -> None:

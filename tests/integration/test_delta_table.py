@@ -64,10 +64,22 @@ def test_a_publish_replaces_only_rows_it_improves_and_every_version_reads_back(r
     history = location.history()
     assert [c["version"] for c in history] == [2, 1, 0]
     assert [c.get(published.PUBLISH_KEY) for c in history[:2]] == ["p-2", "p-1"]
-    # a restore is one more version, with the content of the one it restores
-    location.restore(1, {published.ROLLED_BACK_KEY: "p-2"})
-    assert location.open().version() == 3
-    assert location.read(None, published.SCHEMA).sort_by("neuron").equals(first.sort_by("neuron"))
+    # another publisher commits after p-2: it improves neuron 4 (new in p-2) and adds neuron 5
+    third = rows("p-3", [(4, "selection_auc", 0.9, "best"), (5, "selection_auc", 0.7, "five")])
+    assert location.merge(third, published.KEY, REPLACE_WHEN, {published.PUBLISH_KEY: "p-3"})["version"] == 3
+    # reverting p-2 undoes p-2 alone: its replaced rows are back as version 1 held them, and p-3's
+    # rows stay, the one it replaced since included
+    reverted = location.revert(
+        2, published.KEY, ("publish_id", "p-2"), published.SCHEMA, {published.ROLLED_BACK_KEY: "p-2"}
+    )
+    assert reverted is not None and reverted["version"] == 4
+    latest = {
+        r["neuron"]: (r["explanation"], r["publish_id"]) for r in location.read(None, published.SCHEMA).to_pylist()
+    }
+    assert latest == {1: ("a", "p-1"), 2: ("b", "p-1"), 3: ("c", "p-1"), 4: ("best", "p-3"), 5: ("five", "p-3")}
+    assert location.history()[0][published.ROLLED_BACK_KEY] == "p-2"
+    # a version whose rows are all gone again has nothing left to undo
+    assert location.revert(2, published.KEY, ("publish_id", "p-2"), published.SCHEMA, {}) is None
 
 
 def test_a_version_written_before_a_column_joined_the_contract_reads_back_with_it_null(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ def backend(url: str, **kwargs: object) -> OpenAIBackend:
     return OpenAIBackend("test-model", base_url=url, **settings)
 
 
-@pytest.mark.parametrize("fault", ["429", "500", "slow", "reset"])
+@pytest.mark.parametrize("fault", ["429", "500", "slow", "reset", "cut"])
 def test_transient_faults_are_retried(fault: str) -> None:
     server = FaultyServer(answer, [fault])
     with serve(server) as url:
@@ -70,6 +70,14 @@ def test_persistent_errors_end_as_failures_after_the_retries() -> None:
         [result] = backend(url, max_retries=2).generate([PROMPT], ONE)
     assert result.failure is not None and result.failure.startswith("InternalServerError 500")
     assert len(server.requests) == 3  # the first try and two retries
+
+
+def test_a_request_the_server_refuses_is_not_retried() -> None:
+    server = FaultyServer(answer, ["400"])
+    with serve(server) as url:
+        [result] = backend(url).generate([PROMPT], ONE)
+    assert result.failure == "BadRequestError 400: max_tokens is too large"
+    assert len(server.requests) == 1
 
 
 def test_the_token_budget_is_never_exceeded_and_stops_cleanly() -> None:

@@ -6,6 +6,7 @@ independently of `Storage`: with boto3 on S3, with the file system locally.
 """
 
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 
 from neuronatlas.adapters.storage import MANIFEST, STAGING, Storage
 from neuronatlas.errors import StorageError
-from tests.support import S3_ENV, free_port
+from tests.support import S3_ENV, free_port, read_only
 
 SECRET = S3_ENV["AWS_SECRET_ACCESS_KEY"]
 
@@ -409,3 +410,37 @@ def test_s3_root_with_credentials_in_it_does_not_echo_them(s3_bucket: str) -> No
     with pytest.raises(StorageError) as caught:
         Storage.open(root)
     assert_error_is_clean(caught.value)
+
+
+def test_s3_endpoint_that_never_answers_fails_without_a_long_hang(
+    s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It accepts connections and never answers: the first request gives up after its probe's
+    allowance (5 s, one retry), not the data requests' (20 s, three tries: about 64 s before)."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    started = time.monotonic()
+    try:
+        with pytest.raises(StorageError, match=f"cannot reach S3 endpoint {endpoint}.*Timeout"):
+            Storage.open(f"s3://{s3_bucket}/atlas")
+    finally:
+        silent.close()
+    elapsed = time.monotonic() - started
+    assert elapsed < 30, f"took {elapsed:.1f} s to give up on an endpoint that never answers"
+
+
+def test_a_root_that_cannot_be_written_is_refused_and_the_probe_leaves_nothing(root: str, tmp_path: Path) -> None:
+    storage = Storage.open(root)
+    storage.check_writable()  # a root not made yet: probed where it would be made
+    assert raw_entries(storage) in ([], [f"{STAGING}/"])  # on S3, pyarrow keeps the folder of a deleted object
+    if not storage.is_s3:
+        assert not Path(root).exists()
+        folder = tmp_path / "kept"
+        folder.mkdir()
+        with read_only(folder), pytest.raises(StorageError, match=f"--root {folder}/atlas: cannot write in {folder}"):
+            Storage.open(str(folder / "atlas")).check_writable()
+        assert list(folder.iterdir()) == []

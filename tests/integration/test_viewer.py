@@ -362,6 +362,37 @@ def test_view_refuses_bad_input_and_writes_nothing(atlas: Atlas, tmp_path: Path)
     assert not (copy / "compare").exists()  # version 0 is the empty table: nothing to compare
 
 
+def test_a_killed_views_staging_is_cleared_by_the_next(atlas: Atlas, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid no process has now: the view that made these folders was killed
+    abandoned = [tmp_path / f".site.{gone.pid}.{'a' * 32}.tmp", tmp_path / f".site.{gone.pid}.{'b' * 32}.old"]
+    running = tmp_path / f".site.{os.getpid()}.{'c' * 32}.tmp"  # a build still under way keeps its own
+    other = tmp_path / f".other.{gone.pid}.{'d' * 32}.tmp"
+    for folder in [*abandoned, running, other]:
+        (folder / "neurons").mkdir(parents=True)
+    result = run_cli("view", "--root", atlas.root, "--out", str(tmp_path / "site"), "--no-embed")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([running.name, other.name, "site"])
+
+
+def test_the_site_holds_no_path_of_the_machine_that_built_it_and_no_raw_control_bytes(atlas: Atlas) -> None:
+    builder = str(Path(atlas.root).parent).encode()
+    for file in atlas.site.rglob("*"):
+        if file.is_file():
+            data = file.read_bytes()
+            assert builder not in data, file
+            assert b"\x1b" not in data and b"\x00" not in data, file
+    marker = json.loads((atlas.site / viewer_site.SITE_MARKER).read_text())
+    assert marker["root"] == "atlas"
+    row = {**atlas.rows[0], "explanation": "red \x1b[31mtext\x1b[0m and a bell\x07"}
+    page = viewer_site.neuron_html(NeuronPage(row, excerpts=[], simulated=False), 2)
+    assert "\x1b" not in page and "\x07" not in page
+    assert "red \\x1b[31mtext\\x1b[0m and a bell\\x07" in page
+
+
 def test_a_run_that_did_not_simulate_shows_held_out_records(atlas: Atlas, tmp_path: Path) -> None:
     """A score run of excerpt scorers only has no simulations: its pages show the real
     activations of the neuron's valid and test records, from the activations dataset."""

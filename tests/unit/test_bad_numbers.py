@@ -80,17 +80,21 @@ def partial_scores() -> ExplanationScores:
     )
 
 
-def test_every_null_simulation_score_has_its_reason_in_the_columns() -> None:
-    columns = SimulationResult(partial_scores(), Score(0.1)).columns()
-    assert json.loads(columns["score_reasons"]) == {
+def test_every_null_simulation_score_has_its_reason() -> None:
+    assert SimulationResult(partial_scores(), Score(0.1)).reasons() == {
         "random_only_score": "no excerpts to score",
         "rsquared": "non-finite simulated activations (calibration)",
         "absolute_dev_explained": "non-finite simulated activations (calibration)",
     }
     every = SimulationResult(replace(partial_scores(), **{n: Score(0.5) for n in SCORE_NAMES}), Score(0.1))
-    assert every.columns()["score_reasons"] is None
-    unscored = json.loads(SimulationResult.unscored("not simulated").columns()["score_reasons"])
-    assert unscored == dict.fromkeys(SCORE_NAMES, "not simulated")
+    assert every.reasons() == {}
+    unscored = SimulationResult.unscored("not simulated").reasons()
+    assert unscored == dict.fromkeys([*SCORE_NAMES, "null_score"], "not simulated")
+
+
+def test_a_null_score_without_a_reason_is_refused_not_published() -> None:
+    with pytest.raises(AssertionError, match="null scores without a reason: null_score"):
+        SimulationResult(partial_scores(), Score(None)).reasons()
 
 
 def test_the_scores_table_carries_the_reasons_and_its_suite_checks_them() -> None:
@@ -103,7 +107,12 @@ def test_the_scores_table_carries_the_reasons_and_its_suite_checks_them() -> Non
     assert table.schema.equals(contract.SCORES_SCHEMA)
     [row] = table.to_pylist()
     assert row["random_only_score"] is None and row["top_and_random_score"] is not None
-    assert json.loads(row["score_reasons"]) == {"random_only_score": "no excerpts to score"}
+    reasons = json.loads(row["score_reasons"])
+    assert reasons["random_only_score"] == "no excerpts to score"
+    # every other null score column is named too: the scorers that did not run, the embedding's
+    # and the baseline's (the partner's records were given: its null is set)
+    assert set(reasons) == {name for name in contract.REASONED_COLUMNS if row[name] is None}
+    assert reasons["detection_auc"] == "not run (--scorers without detection)"
     assert scores_frame(table)["score_reasons_complete"].all()
     index = table.schema.get_field_index("score_reasons")
     broken = table.set_column(index, table.schema.field(index), pa.array([None], pa.string()))

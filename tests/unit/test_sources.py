@@ -92,6 +92,12 @@ BAD_INPUTS = {
     "empty file": (lambda p: _write(p / "e.txt", b""), {}, r"e.txt: file is empty"),
     "no usable text": (lambda p: _write(p / "w.txt", b"  \n\t "), {}, r"no usable text \(1 records, all empty\)"),
     "undecodable bytes": (lambda p: _write(p / "u.txt", b"ok \xff\xfe no"), {}, r"u.txt: not valid UTF-8 at byte 3"),
+    "NUL bytes": (lambda p: _write(p / "n.txt", b"ok\x00no"), {}, r"n.txt: holds a NUL byte at byte 2"),
+    "UTF-16 text": (
+        lambda p: _write(p / "w.jsonl", '{"text": "hi"}'.encode("utf-16")),
+        {"encoding_errors": "replace"},
+        r"w.jsonl: holds a NUL byte at byte 3",
+    ),
     "unknown format": (lambda p: _write(p / "t.csv", b"a,b"), {}, r"t.csv: unknown format '.csv'"),
     "jsonl line not json": (
         lambda p: _write(p / "j.jsonl", b'{"text": "a"}\n{oops\n'),

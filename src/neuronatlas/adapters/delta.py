@@ -1,4 +1,5 @@
-"""The published Delta table under a storage root (delta-rs): MERGE, history, time travel, restore.
+"""The published Delta table under a storage root (delta-rs): MERGE, history, time travel, and
+the revert of one publish's MERGE.
 
 On S3 the endpoint and region come from the same AWS variables as the rest of the root
 (delta-rs takes them as storage options; it reads the keys from the environment itself), so
@@ -10,11 +11,12 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, QueryBuilder
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
@@ -119,41 +121,88 @@ class DeltaLocation:
         `source` and `target`) holds, new keys inserted. Returns delta-rs's metrics and the new
         version. A commit that conflicts with a concurrent publisher is retried, unless that
         publisher's commit carries the same `metadata[once]` (it made this very change: None)."""
-        predicate = " AND ".join(f"target.{name} = source.{name}" for name in key)
-        for attempt in range(COMMIT_RETRIES):
-            table = self.open()
+
+        def attempt(table: DeltaTable) -> dict[str, Any] | None:
             if once is not None and any(c.get(once) == metadata[once] for c in table.history()):
                 return None
-            try:
-                metrics = (
-                    table.merge(
-                        rows,
-                        predicate=predicate,
-                        source_alias="source",
-                        target_alias="target",
-                        commit_properties=CommitProperties(custom_metadata=dict(metadata)),
-                    )
-                    .when_matched_update_all(predicate=replace_when)
-                    .when_not_matched_insert_all()
-                    .execute()
+            return (
+                _merging(table, rows, key, metadata)
+                .when_matched_update_all(predicate=replace_when)
+                .when_not_matched_insert_all()
+                .execute()
+            )
+
+        return self._commit("MERGE", attempt)
+
+    def revert(
+        self, version: int, key: tuple[str, ...], owner: tuple[str, str], schema: pa.Schema, metadata: Mapping[str, str]
+    ) -> dict[str, Any] | None:
+        """Undo the commit that made `version`, and only it: each row it wrote (the rows whose
+        column `owner[0]` holds `owner[1]`) goes back to what `version - 1` held under its key, or
+        away where that held none. Commits made since by others keep their rows, and a row one of
+        them replaced since is left as they made it. A new version (None: nothing to undo)."""
+        column, value = owner
+        latest = self.read(None, schema)
+        made = latest.filter(pc.equal(latest[column], value))  # what it wrote that nobody replaced since
+        if made.num_rows == 0:
+            return None
+        earlier = self.read(version - 1, schema)
+        keys = made.select(list(key))
+        back = earlier.join(keys, list(key), join_type="inner").select(schema.names)
+        gone = made.join(earlier.select(list(key)), list(key), join_type="left anti").select(schema.names)
+        source = pa.concat_tables([back, gone]).append_column(
+            "revert_action", pa.array(["restore"] * back.num_rows + ["delete"] * gone.num_rows)
+        )
+        mine = f"target.`{column}` = '{value.replace(chr(39), chr(39) * 2)}'"
+
+        def attempt(table: DeltaTable) -> dict[str, Any]:
+            return (
+                _merging(table, source, key, metadata)
+                .when_matched_update(
+                    updates={name: f"source.`{name}`" for name in schema.names},
+                    predicate=f"{mine} AND source.revert_action = 'restore'",
                 )
-            except CommitFailedError as error:  # another publisher committed first: merge again onto its version
-                if attempt + 1 == COMMIT_RETRIES:
-                    tries = f"{COMMIT_RETRIES} times"
-                    raise StorageError(f"{self.uri}: MERGE failed {tries}: {_first_line(error)}") from None
-                time.sleep(random.uniform(0, 0.1 * 2**attempt))
+                .when_matched_delete(predicate=f"{mine} AND source.revert_action = 'delete'")
+                .execute()
+            )
+
+        return self._commit("revert", attempt)
+
+    def _commit(self, what: str, attempt: Callable[[DeltaTable], dict[str, Any] | None]) -> dict[str, Any] | None:
+        """Run `attempt` on the latest version; when a concurrent commit won the race, again on
+        the new one. Its metrics and the version it made (None: `attempt` chose not to commit)."""
+        for tried in range(COMMIT_RETRIES):
+            table = self.open()
+            try:
+                metrics = attempt(table)
+            except CommitFailedError as error:  # another publisher committed first: again onto its version
+                if tried + 1 == COMMIT_RETRIES:
+                    raise StorageError(
+                        f"{self.uri}: {what} failed {COMMIT_RETRIES} times: {_first_line(error)}"
+                    ) from None
+                time.sleep(random.uniform(0, 0.1 * 2**tried))
                 continue
             except DeltaError as error:
-                raise StorageError(f"{self.uri}: MERGE failed: {_first_line(error)}") from None
-            return {**metrics, "version": table.version()}
+                raise StorageError(f"{self.uri}: {what} failed: {_first_line(error)}") from None
+            return None if metrics is None else {**metrics, "version": table.version()}
         raise AssertionError("unreachable")
 
     def history(self) -> list[dict[str, Any]]:
         """Commits, newest first: version, timestamp, operation, its metrics and our metadata."""
         return list(self.open().history())
 
-    def restore(self, version: int, metadata: Mapping[str, str]) -> None:
-        self.open().restore(version, commit_properties=CommitProperties(custom_metadata=dict(metadata)))
+
+def _merging(table: DeltaTable, source: pa.Table, key: tuple[str, ...], metadata: Mapping[str, str]) -> Any:
+    """A MERGE of `source` into `table` on `key` (aliases `source`, `target`), its commit
+    carrying `metadata`: the clauses are the caller's."""
+    on = " AND ".join(f"target.`{name}` = source.`{name}`" for name in key)
+    return table.merge(
+        source,
+        predicate=on,
+        source_alias="source",
+        target_alias="target",
+        commit_properties=CommitProperties(custom_metadata=dict(metadata)),
+    )
 
 
 def _first_line(error: BaseException) -> str:

@@ -2,8 +2,9 @@
 
 Every question becomes chat-completion request bodies; how they travel is separate:
 
-- **Direct**: concurrently (bounded by a semaphore) on the `openai` async client, which retries
-  429, 5xx, timeouts and dropped connections with exponential backoff and honours Retry-After.
+- **Direct**: concurrently (bounded by a semaphore) over `openai_http.Transport` (aiohttp, the
+  `openai` client's retry policy: 429, 5xx, timeouts and dropped connections with exponential
+  backoff, Retry-After honoured), at a fifth of the `openai` client's CPU per request.
 - **Batch** (the OpenAI Batch API, half price for offline runs): requests go up as one JSONL file
   whose lines are named by the sha256 of their body; each batch's id and request names are stored
   under the root (`llm_batches/`) before polling starts. A later call (a rerun after a crash, or
@@ -38,6 +39,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import Any, TypeVar
 
+from neuronatlas import __version__
+from neuronatlas.adapters.openai_http import Transport, TransportError
 from neuronatlas.adapters.storage import Storage
 from neuronatlas.core.llm import ChoiceReadout, DigitReadout, Generation, GenerationParams, Usage
 from neuronatlas.core.prompts import (
@@ -62,6 +65,7 @@ REQUEST_ALLOWANCE = 64
 """Template tokens allowed per request when no tokenizer is known (generation prompt, a default
 system message some templates add)."""
 DEFERRED = "deferred to this stage's batch"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
 @dataclass(frozen=True)
@@ -260,8 +264,17 @@ class OpenAIBackend:
             "timeout": timeout_s,
         }
         self.client: Any = None
-        """The async client of the current call: each call runs its own event loop, and an httpx
-        pool must not outlive the loop it was made in."""
+        """The `openai` async client of the current Batch API call: each call runs its own event
+        loop, and a connection pool must not outlive the loop it was made in."""
+        self._transport_settings: dict[str, Any] = {
+            "base_url": base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,
+            "headers": _headers(api_key or "unused"),
+            "max_retries": max_retries,
+            "timeout_s": timeout_s,
+            "connections": concurrency,
+        }
+        self.transport: Any = None
+        """The direct transport of the current call (same lifetime as `client`)."""
         self.concurrency = concurrency
         self.id = f"openai:{model}" + (f"@{base_url}" if base_url else "")
         self.usage = Usage()
@@ -360,7 +373,7 @@ class OpenAIBackend:
         if self.store is not None and self.store.exists(state):
             return True, str(self.store.read_json(state)["reason"])
         body = {"model": self.model, "prompt": PROBE_TEXT, "echo": True, "logprobs": TOP_LOGPROBS, "max_tokens": 1}
-        answer = _run(self._with_client(lambda: self._send(body, "completions")))
+        answer = _run(self._with_transport(lambda: self._send(body, "completions")))
         self.usage.calls += 1
         self.ledger.settle((0, 0), answer.prompt_tokens, answer.completion_tokens)
         if answer.failure is not None:
@@ -423,7 +436,7 @@ class OpenAIBackend:
             {"role": "user", "content": "Is Paris in France? Answer Yes or No."},
         ]
         body = _choice_body(self.model, messages)
-        answer = _run(self._with_client(lambda: self._send(body)))
+        answer = _run(self._with_transport(lambda: self._send(body)))
         self.usage.calls += 1
         self.ledger.settle((0, 0), answer.prompt_tokens, answer.completion_tokens)
         if answer.failure is not None:
@@ -443,7 +456,7 @@ class OpenAIBackend:
         if not requests:
             return []
         if not self.batch or any(r.endpoint != "chat" for r in requests):  # a batch has one endpoint: chat
-            return _run(self._with_client(lambda: self._direct(requests)))
+            return _run(self._with_transport(lambda: self._direct(requests)))
         if self._collected is not None:
             for request in requests:
                 self._collected.setdefault(body_key(request.bodies[0]), request)
@@ -463,6 +476,11 @@ class OpenAIBackend:
 
         async with AsyncOpenAI(**self._client_settings) as client:  # type: ignore[arg-type]
             self.client = client
+            return await work()
+
+    async def _with_transport(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        async with Transport(**self._transport_settings) as transport:
+            self.transport = transport
             return await work()
 
     async def _direct(self, requests: Sequence[Request]) -> list[list[Answer]]:
@@ -496,12 +514,12 @@ class OpenAIBackend:
 
     async def _send(self, body: dict[str, Any], endpoint: str = "chat") -> Answer:
         try:
-            # the client's low-level post: its retries and errors, without re-validating the body
-            # (which costs more CPU than the rest of the request: it caps the rate on small machines)
             path = "/chat/completions" if endpoint == "chat" else "/completions"
-            answer = _parse(await self.client.post(path, body=body, cast_to=object))
+            answer = _parse(await self.transport.post(path, body))
             self.usage.cached_prompt_tokens += answer.cached_tokens
             return answer
+        except TransportError as error:
+            return Answer(None, error.reason)
         except Exception as error:  # every failure becomes a reason; none escapes as a crash
             return Answer(None, _describe(error))
 
@@ -767,6 +785,16 @@ def _batch_answer(item: dict[str, Any]) -> Answer:
         error = item.get("error") or response.get("body", {}).get("error", {})
         return Answer(None, f"batch request failed: {str(error.get('message', error))[:160]}")
     return _parse(response.get("body"))
+
+
+def _headers(api_key: str) -> dict[str, str]:
+    """What the `openai` client sends besides the body: the key, and the organisation and
+    project where the environment names them."""
+    headers = {"Authorization": f"Bearer {api_key}", "User-Agent": f"neuronatlas/{__version__}"}
+    for variable, header in (("OPENAI_ORG_ID", "OpenAI-Organization"), ("OPENAI_PROJECT_ID", "OpenAI-Project")):
+        if os.environ.get(variable):
+            headers[header] = os.environ[variable]
+    return headers
 
 
 def _chat_messages(prompt: ChatPrompt) -> list[dict[str, str]]:

@@ -176,6 +176,9 @@ def _read_file(file: Path, relative: str, data: bytes, spec: SourceSpec, counts:
 
 
 def _decode(file: Path, data: bytes, errors: EncodingErrors) -> str:
+    nul = data.find(b"\x00")
+    if nul >= 0:  # valid UTF-8, but no text holds it: a binary file, or UTF-16 text
+        raise InputError(f"{file}: holds a NUL byte at byte {nul}: a binary file or UTF-16 text, not UTF-8")
     try:
         return data.decode("utf-8-sig", errors=errors)
     except UnicodeDecodeError as error:

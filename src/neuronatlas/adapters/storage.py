@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from neuronatlas.errors import StorageError
 
 MANIFEST = "_manifest.json"
+PROBE_TIMEOUT_S = 5
 STAGING = "_staging"
 
 
@@ -46,12 +47,15 @@ class S3Settings:
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         return cls(endpoint=endpoint or None, region=region)
 
-    def filesystem(self) -> pafs.S3FileSystem:
+    def filesystem(self, probe: bool = False) -> pafs.S3FileSystem:
+        """`probe`: for the first request to a root, which should fail fast on an endpoint that
+        accepts connections and never answers (5 s, one retry) rather than wait out the data
+        requests' allowance (20 s, three tries)."""
         options: dict[str, Any] = {
             "region": self.region,
             "connect_timeout": 3,
-            "request_timeout": 20,
-            "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=3),
+            "request_timeout": PROBE_TIMEOUT_S if probe else 20,
+            "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=2 if probe else 3),
         }
         if self.endpoint:
             # pyarrow ignores AWS_ENDPOINT_URL: pass the endpoint ourselves.
@@ -94,13 +98,36 @@ class Storage:
         where = settings.endpoint or "the default AWS endpoint"
         fs = settings.filesystem()
         try:
-            info = fs.get_file_info(bucket)
+            info = settings.filesystem(probe=True).get_file_info(bucket)
         except (OSError, ValueError) as error:
             reason = str(error).splitlines()[0]
             raise StorageError(f"--root {root}: cannot reach S3 endpoint {where}: {reason}") from None
         if info.type == pafs.FileType.NotFound:
             raise StorageError(f"--root {root}: bucket '{bucket}' does not exist at {where}")
         return cls(root.rstrip("/"), fs, f"{bucket}/{prefix}" if prefix else bucket)
+
+    def check_writable(self) -> None:
+        """Refuse a root this process cannot write before any work (or LLM spending) starts: a
+        probe object written and deleted (on S3 under `_staging/`, which pyarrow then keeps as an
+        empty folder marker; for a local root not made yet, in the nearest folder above it that
+        exists, so that a refused run leaves no folder)."""
+        if self.is_s3:
+            probe = f"{STAGING}/write-probe-{uuid.uuid4().hex}"
+            try:
+                self.fs.open_output_stream(self.path(probe)).close()
+                self.fs.delete_file(self.path(probe))
+            except OSError as error:
+                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+                raise StorageError(f"--root {self.root}: cannot write here ({reason})") from None
+            return
+        folder = Path(self.base)
+        while not folder.exists():
+            folder = folder.parent
+        try:
+            with open(folder / f".neuronatlas-write-probe-{uuid.uuid4().hex}", "xb") as handle:
+                os.unlink(handle.name)
+        except OSError as error:
+            raise StorageError(f"--root {self.root}: cannot write in {folder} ({error.strerror})") from None
 
     # -- paths -------------------------------------------------------------------------------
     def path(self, rel: str) -> str:

@@ -65,8 +65,16 @@ class ExplanationScores:
 
     def reasons(self) -> dict[str, str]:
         """Each null score's name and its reason, in `SCORE_NAMES` order."""
-        scores = {name: getattr(self, name) for name in SCORE_NAMES}
-        return {name: score.reason or "no reason recorded" for name, score in scores.items() if score.value is None}
+        return null_reasons({name: getattr(self, name) for name in SCORE_NAMES})
+
+
+def null_reasons(scores: dict[str, Score]) -> dict[str, str]:
+    """Each null score's column and its reason. A null score without a reason is a bug of the
+    scorer that made it, not something to publish."""
+    missing = [name for name, score in scores.items() if score.value is None and not score.reason]
+    if missing:
+        raise AssertionError(f"null scores without a reason: {', '.join(missing)}")
+    return {name: str(score.reason) for name, score in scores.items() if score.value is None}
 
 
 SCORE_NAMES = tuple(f.name for f in fields(ExplanationScores) if f.name != "failure_reason")

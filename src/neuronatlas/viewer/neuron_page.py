@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from typing import Any
 
 from neuronatlas.viewer.data import SCORE_FIELDS, Excerpt, NeuronPage
@@ -30,8 +31,13 @@ SHADES = 10
 """Token shading levels above 0 (the stylesheet's `.r1..r10` and `.s1..s10`)."""
 
 
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+"""Control characters but tab and line breaks: an LLM answer or the corpus may hold an ANSI escape."""
+
+
 def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    """Untrusted text for HTML: escaped, and its control characters shown (`\\x1b`), never kept raw."""
+    return html.escape(CONTROL.sub(lambda found: f"\\x{ord(found[0]):02x}", str(value)), quote=True)
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

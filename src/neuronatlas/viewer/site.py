@@ -22,6 +22,7 @@ import base64
 import json
 import logging
 import math
+import os
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -84,7 +85,8 @@ def build(root: str, out: str, version: int | None = None, embed: bool = True) -
     rows = rows_table.to_pylist()
     if not rows:
         raise InputError(f"version {chosen} of the published table under {root} has no rows: nothing to view")
-    staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    _remove_abandoned(target)
+    staging = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     try:
         staging.mkdir()
         storage = Storage.open(root)
@@ -103,14 +105,20 @@ def build(root: str, out: str, version: int | None = None, embed: bool = True) -
         ]
         if embed:
             _write_semantic(staging, rows)
-        write_index(staging, index_data(rows, chosen, root, compares, embed))
+        write_index(staging, index_data(rows, chosen, shown_root(root), compares, embed))
         (staging / SITE_MARKER).write_text(
             json.dumps(
-                {"version": chosen, "root": root, "neurons": len(rows), "built_at": _now(), "code": code_version()},
+                {
+                    "version": chosen,
+                    "root": shown_root(root),
+                    "neurons": len(rows),
+                    "built_at": _now(),
+                    "code": code_version(),
+                },
                 indent=2,
             )
         )
-        previous = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
+        previous = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.old")
         if target.exists():
             target.rename(previous)  # the old site stays whole until the new one is in place
         staging.rename(target)
@@ -118,6 +126,35 @@ def build(root: str, out: str, version: int | None = None, embed: bool = True) -
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return Site(target, chosen, len(rows), written, compares)
+
+
+def shown_root(root: str) -> str:
+    """The root as a published site names it: an `s3://` address as it is (it never holds
+    credentials), a local folder by its name only (the site travels; the builder's paths stay)."""
+    return root if "://" in root else Path(root).expanduser().resolve().name
+
+
+def _remove_abandoned(target: Path) -> None:
+    """Staging and old copies of `target` left by a build that was killed (its process is gone);
+    a build still running keeps its own."""
+    if not target.parent.is_dir():
+        return
+    for left in target.parent.iterdir():
+        parts = left.name.rsplit(".", 3)
+        if len(parts) != 4 or parts[0] != f".{target.name}" or parts[3] not in ("tmp", "old"):
+            continue
+        if parts[1].isdigit() and not _alive(int(parts[1])):
+            shutil.rmtree(left, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _now() -> str:

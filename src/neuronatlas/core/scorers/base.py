@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from neuronatlas.core.explain import NeuronRecords
-from neuronatlas.core.scoring import Score
+from neuronatlas.core.scoring import Score, null_reasons
 
 NO_PARTNER = "permutation control needs at least 2 neurons"
 
@@ -29,6 +29,10 @@ class ScorerResult(Protocol):
 
     def columns(self) -> dict[str, Any]:
         """This scorer's columns of the scores table."""
+        ...
+
+    def reasons(self) -> dict[str, str]:
+        """Each of its null score columns and why it is null."""
         ...
 
 
@@ -58,6 +62,9 @@ class PairResult:
             f"{self.name}_null": self.null.value,
             f"{self.name}_failure_reason": self.real.reason,
         }
+
+    def reasons(self) -> dict[str, str]:
+        return null_reasons({f"{self.name}_auc": self.real, f"{self.name}_null": self.null})
 
 
 @dataclass

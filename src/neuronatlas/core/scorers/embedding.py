@@ -11,7 +11,7 @@ import numpy as np
 from neuronatlas.core.excerpts import Spans, auc, neuron_spans, selection_spans
 from neuronatlas.core.explain import NeuronRecords
 from neuronatlas.core.scorers.base import NO_PARTNER
-from neuronatlas.core.scoring import Score
+from neuronatlas.core.scoring import Score, null_reasons
 
 NOT_EMBEDDED = "not embedded (--scorers without embedding)"
 
@@ -39,6 +39,9 @@ class EmbeddingResult:
             "embedding_null_failure_reason": self.null.reason,
             "selection_auc": self.selection.value,
         }
+
+    def reasons(self) -> dict[str, str]:
+        return null_reasons({"embedding_auc": self.real, "embedding_null": self.null, "selection_auc": self.selection})
 
     @classmethod
     def unscored(cls, reason: str) -> "EmbeddingResult":

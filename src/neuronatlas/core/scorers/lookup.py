@@ -13,7 +13,14 @@ from typing import Any
 import numpy as np
 
 from neuronatlas.core.explain import NeuronRecords
-from neuronatlas.core.scoring import ExplanationScores, Score, ScoredExcerpt, pooled_correlation, score_explanation
+from neuronatlas.core.scoring import (
+    ExplanationScores,
+    Score,
+    ScoredExcerpt,
+    null_reasons,
+    pooled_correlation,
+    score_explanation,
+)
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,9 @@ class LookupResult:
 
     def columns(self) -> dict[str, Any]:
         return {"lookup_score": self.real.value, "lookup_null": self.null.value}
+
+    def reasons(self) -> dict[str, str]:
+        return null_reasons({"lookup_score": self.real, "lookup_null": self.null})
 
 
 class LookupScorer:

@@ -7,7 +7,6 @@ per request. Each explanation is simulated on its neuron's calibration, valid an
 and, for the permutation null, on its partner's valid records.
 """
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -23,7 +22,7 @@ from neuronatlas.core.prompts import (
     line_by_line_prompt,
 )
 from neuronatlas.core.scorers.base import NO_PARTNER
-from neuronatlas.core.scoring import SCORE_NAMES, ExplanationScores, Score, pooled_correlation
+from neuronatlas.core.scoring import SCORE_NAMES, ExplanationScores, Score, null_reasons, pooled_correlation
 
 METHODS = ("auto", "line-by-line", "all-at-once", "json")
 READS_DIGITS = ("line-by-line", "all-at-once")
@@ -77,10 +76,12 @@ class SimulationResult:
             **{name: getattr(self.scores, name).value for name in SCORE_NAMES},
             "null_score": self.null.value,
             "failure_reason": self.scores.failure_reason,
-            "score_reasons": json.dumps(reasons) if (reasons := self.scores.reasons()) else None,
             "null_failure_reason": self.null.reason,
             "mean_digit_mass": float(np.mean(np.concatenate(masses))) if masses else None,
         }
+
+    def reasons(self) -> dict[str, str]:
+        return self.scores.reasons() | null_reasons({"null_score": self.null})
 
     @classmethod
     def unscored(cls, reason: str) -> "SimulationResult":
