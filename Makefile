@@ -74,6 +74,7 @@ bench: dev
 	$(BIN)/python bench/extract.py
 	$(BIN)/python bench/viewer.py
 	$(BIN)/python bench/llm.py
+	NEURONATLAS_BATTERY=full HF_HUB_OFFLINE=1 $(BIN)/pytest tests/flows/test_llm_api_cli.py -k faults_at_scale
 
 # Re-resolve the pinned versions after changing pyproject.toml (needs the package index).
 lock:

@@ -5,7 +5,7 @@ cost.
     .venv/bin/python bench/llm.py [--neurons 4] [--latency 0.2] [--slow-latency 1.0]
         [--server-neurons 1] [--usd-per-m-in 0.15] [--usd-per-m-out 0.6] [--tokens-per-second 20000]
         [--oracle-simulator local:qwen2.5-coder-1.5b] [--oracle-method line-by-line]
-        [--skip throughput,oracles,server]
+        [--stage-neurons 16] [--skip throughput,stage,oracles,server]
 
 1. **Throughput** against a fake server answering after `--latency` seconds (an asyncio server in
    a process of its own, as real servers are): requests per second achieved by the `openai:`
@@ -20,6 +20,10 @@ cost.
    as a Qwen2.5 server would (its chat template and tokenizer) and reports prefix-cache hits as
    vLLM's automatic prefix caching would (16-token blocks seen before); the numbers are those
    the stages' usage manifests record from the server's `usage`.
+   Then **the score stage's own rate**: `simulate_and_score` with fuzzing (one-token readouts) on
+   `--stage-neurons` neurons at `--latency`, at concurrency limits 1, 8 and 32, a fresh copy of
+   the root each time: a layer's neurons are scored in parallel threads, so the stage keeps the
+   limit's requests in flight.
 3. **Oracle neurons** (their correct explanation against the permutation null) under each
    profile's record counts and splits, simulated by `--oracle-simulator` in process: does the
    profile keep the score's power to tell a right explanation from a wrong one?
@@ -102,7 +106,8 @@ def throughput(latency: float, limits: list[int]) -> list[dict[str, Any]]:
         for limit in limits:
             requests = 6 * limit
             backend = OpenAIBackend("m", base_url=url, concurrency=limit, timeout_s=30 + latency)
-            backend.generate([prompt], GenerationParams(max_tokens=20))  # warm: imports
+            # warm: imports, and the pool's connections (kept across calls, as a stage's are)
+            backend.generate([prompt] * limit, GenerationParams(max_tokens=20))
             started, cpu = time.perf_counter(), time.process_time()
             answers = backend.generate([prompt] * requests, GenerationParams(max_tokens=20))
             seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
@@ -137,7 +142,7 @@ def openai_client_rate(url: str, limit: int, requests: int) -> tuple[float, floa
 
     body = {"model": "m", "messages": [{"role": "user", "content": "x " * 400}], "max_tokens": 20}
 
-    async def send() -> None:
+    async def send() -> tuple[float, float]:
         async with AsyncOpenAI(api_key="unused", base_url=url, timeout=60.0) as client:
             semaphore = asyncio.Semaphore(limit)
 
@@ -145,11 +150,12 @@ def openai_client_rate(url: str, limit: int, requests: int) -> tuple[float, floa
                 async with semaphore:
                     await client.post("/chat/completions", body=body, cast_to=object)
 
+            await asyncio.gather(*(one() for _ in range(limit)))  # warm, as the backend is
+            started, cpu = time.perf_counter(), time.process_time()
             await asyncio.gather(*(one() for _ in range(requests)))
+            return time.perf_counter() - started, time.process_time() - cpu
 
-    started, cpu = time.perf_counter(), time.process_time()
-    asyncio.run(send())
-    return time.perf_counter() - started, time.process_time() - cpu
+    return asyncio.run(send())
 
 
 def fake_answer(messages: list[dict[str, str]]) -> str:
@@ -251,6 +257,51 @@ def tokens_per_neuron(root: str, config: Any, neurons: int, stages: list[tuple[s
     return rows
 
 
+def stage_rate(workdir: Path, root: str, neurons: int, latency: float, limits: list[int]) -> list[dict[str, Any]]:
+    """The score stage end to end (`simulate_and_score`, fuzzing: one-token readouts) on `neurons`
+    neurons against the fake server answering after `latency`, at each concurrency limit, on a
+    fresh copy of the root each time (no answer cached): neurons and requests per second."""
+    from neuronatlas.config import LLMOptions
+    from neuronatlas.flows.explain import explain_neurons
+    from neuronatlas.flows.score import simulate_and_score
+    from tests.fake_openai import FaultyServer, serve
+
+    server = FaultyServer(fake_answer)
+    server.choice_logprobs = yes_no
+    rows = []
+    with serve(server) as url:
+        explained = explain_neurons(
+            root=root, neurons=str(neurons), samples=1, explainer="openai:m", options=LLMOptions(base_url=url)
+        )
+        server.latency = latency
+        for limit in limits:
+            copy = workdir / f"stage-{limit}"
+            shutil.copytree(root, copy)
+            started = time.perf_counter()
+            result = simulate_and_score(
+                root=str(copy),
+                explanations=explained.run_id,
+                simulator="openai:m",
+                scorers="fuzzing",
+                options=LLMOptions(base_url=url, concurrency=limit),
+            )
+            seconds = time.perf_counter() - started
+            requests = result.llm_usage["calls"]
+            rows.append(
+                {
+                    "concurrency": limit,
+                    "neurons": neurons,
+                    "requests": requests,
+                    "seconds": seconds,
+                    "neurons_per_s": neurons / seconds,
+                    "requests_per_s": requests / seconds,
+                    "ratio": requests / seconds / (limit / latency),
+                }
+            )
+            shutil.rmtree(copy, ignore_errors=True)
+    return rows
+
+
 def oracle_results(root: str, config: Any, simulator: str, method: str) -> list[dict[str, Any]]:
     """The oracle neurons' correct explanations against their nulls, with the profile's record
     counts and simulated splits, simulated by `simulator` in process."""
@@ -349,10 +400,11 @@ def main() -> None:
     parser.add_argument("--usd-per-m-in", type=float, default=0.15)
     parser.add_argument("--usd-per-m-out", type=float, default=0.60)
     parser.add_argument("--tokens-per-second", type=float, default=20_000.0)
+    parser.add_argument("--stage-neurons", type=int, default=16, help="neurons the score stage's rate is measured on")
     parser.add_argument("--oracle-simulator", default="local:qwen2.5-coder-1.5b")
     parser.add_argument("--oracle-method", default="line-by-line")
     parser.add_argument("--oracle-profiles", default="default,large-atlas", help="profiles whose oracles are scored")
-    parser.add_argument("--skip", default="", help="sections to leave out: throughput,server,oracles")
+    parser.add_argument("--skip", default="", help="sections to leave out: throughput,stage,server,oracles")
     args = parser.parse_args()
     skip = set(args.skip.split(","))
 
@@ -368,6 +420,8 @@ def main() -> None:
     try:
         roots = {name: profile_root(workdir, name, config) for name, config in profiles.items()}
         results["per_neuron"], totals = print_per_neuron(roots, profiles, args.neurons)
+        if "stage" not in skip:
+            results["stage"] = print_stage(workdir, roots["default"], args.stage_neurons, args.latency)
         if "oracles" not in skip:
             chosen = {name: profiles[name] for name in args.oracle_profiles.split(",")}
             results["oracles"] = print_oracles(roots, chosen, args.oracle_simulator, args.oracle_method)
@@ -399,6 +453,19 @@ def print_throughput(latency: float, slow_latency: float) -> list[dict[str, Any]
         )  # fmt: skip
     print()
     return results
+
+
+def print_stage(workdir: Path, root: str, neurons: int, latency: float) -> list[dict[str, Any]]:
+    """Section 2b: the score stage's own rate, a layer's neurons scored in parallel."""
+    print(f"2b. the score stage (fuzzing) on {neurons} neurons, {latency * 1000:.0f} ms per answer, a fresh root each")
+    rows = stage_rate(workdir, root, neurons, latency, [1, 8, 32])
+    table(
+        ["concurrency", "requests", "seconds", "neurons/s", "requests/s", "of the ideal"],
+        [[r["concurrency"], r["requests"], f"{r['seconds']:.1f}", f"{r['neurons_per_s']:.2f}",
+          f"{r['requests_per_s']:.1f}", f"{r['ratio']:.2f}"] for r in rows],
+    )  # fmt: skip
+    print()
+    return rows
 
 
 def print_per_neuron(

@@ -101,7 +101,7 @@ def simulate_and_score(
             scorers = scorers_for(plan, llm, options)
             done = 0
             for layer in pending:
-                work.run(layer, scorers, lambda n, before=done: update(before + n, before + n))
+                work.run(layer, scorers, lambda n, before=done: update(before + n, before + n), llm.parallel_requests)
                 done += len(work.of_layer(layer))
     return _finish(work, llm, time.perf_counter() - started, bool(pending))
 

@@ -66,5 +66,8 @@ def explain_layer_task(
     stage's shared `budget`; returns what it spent."""
     storage = work.plan.storage
     llm = CachedBackend(make_backend(explainer, "--explainer", options, storage, budget), storage)
-    work.run(layer, llm, lambda _: None)
+    try:
+        work.run(layer, llm, lambda _: None)
+    finally:
+        llm.release()
     return llm.report()

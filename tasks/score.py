@@ -3,6 +3,7 @@
 on a Dask worker with models of its own."""
 
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,10 @@ def scorers_for(plan: ScorePlan, llm: LLMBackend, options: LLMOptions, encoder: 
     )
 
 
+MAX_PARALLEL_NEURONS = 64
+"""Neurons of a layer scored at once at most (threads that mostly wait on the LLM's answers)."""
+
+
 @dataclass(frozen=True)
 class ScoreWork:
     """What scoring one layer needs, in the flow's process or on a Dask worker."""
@@ -65,8 +70,11 @@ class ScoreWork:
     def of_layer(self, layer: int) -> list[int]:
         return [neuron for chosen_layer, neuron in self.neurons if chosen_layer == layer]
 
-    def outcomes(self, layer: int, scorers: list[Scorer], on_neuron: Any) -> list[NeuronOutcome]:
-        """The layer's explanations scored by every scorer (nothing written)."""
+    def outcomes(self, layer: int, scorers: list[Scorer], on_neuron: Any, parallel: int = 1) -> list[NeuronOutcome]:
+        """The layer's explanations scored by every scorer (nothing written); `parallel`: how many
+        requests the LLM keeps in flight (an API backend's limit): that many neurons are scored at
+        once, in threads, the backend's own limit bounding their requests; 1 (a model in
+        process): one by one."""
         neurons = self.of_layer(layer)
         read = load_records(
             self.plan.storage, self.activation_run, layer, neurons, self.sign, self.corpora, self.partner
@@ -76,16 +84,27 @@ class ScoreWork:
         table = self.explanations
         for row in table.filter(pc.equal(table["layer"], layer)).to_pylist():
             rows[row["neuron"]].append(row)
-        outcomes = []
-        for done, neuron in enumerate(neurons, start=1):
-            partner = records.get(self.partner.get((layer, neuron), (-1, -1)))
-            outcomes.append(score_neuron(scorers, records[(layer, neuron)], rows[neuron], partner))
-            on_neuron(done)
-        return outcomes
 
-    def run(self, layer: int, scorers: list[Scorer], on_neuron: Any) -> None:
+        def one(neuron: int) -> NeuronOutcome:
+            partner = records.get(self.partner.get((layer, neuron), (-1, -1)))
+            return score_neuron(scorers, records[(layer, neuron)], rows[neuron], partner)
+
+        workers = min(len(neurons), parallel, MAX_PARALLEL_NEURONS)
+        if workers <= 1:
+            outcomes = []
+            for done, neuron in enumerate(neurons, start=1):
+                outcomes.append(one(neuron))
+                on_neuron(done)
+            return outcomes
+        with ThreadPoolExecutor(workers, thread_name_prefix="score-neuron") as pool:
+            futures = [pool.submit(one, neuron) for neuron in neurons]
+            for done, _ in enumerate(as_completed(futures), start=1):
+                on_neuron(done)
+            return [future.result() for future in futures]
+
+    def run(self, layer: int, scorers: list[Scorer], on_neuron: Any, parallel: int = 1) -> None:
         """Score the layer's explanations with every scorer and commit its partitions."""
-        outcomes = self.outcomes(layer, scorers, on_neuron)
+        outcomes = self.outcomes(layer, scorers, on_neuron, parallel)
         tables = contract.layer_tables(layer, outcomes)
         context = {
             **self.context,
@@ -105,5 +124,8 @@ def score_layer_task(work: ScoreWork, layer: int, options: LLMOptions, budget: s
     simulator spends from the stage's shared `budget`."""
     storage = work.plan.storage
     llm = CachedBackend(make_backend(work.plan.config.simulator, "--simulator", options, storage, budget), storage)
-    work.run(layer, scorers_for(work.plan, llm, options), lambda _: None)
+    try:
+        work.run(layer, scorers_for(work.plan, llm, options), lambda _: None, llm.parallel_requests)
+    finally:
+        llm.release()
     return llm.report()

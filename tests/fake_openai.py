@@ -6,6 +6,7 @@ in progress for a set number of polls. Used to test the `openai:` backend agains
 import email.parser
 import json
 import math
+import random
 import re
 import threading
 import time
@@ -33,6 +34,13 @@ class FaultyServer:
         self.slow_seconds = 3.0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.fault_rates: dict[str, float] = {}
+        """Once `faults` is used up: each behaviour's chance on every chat request (seeded)."""
+        self.random = random.Random(0)
+        self.latency = 0.0
+        """Seconds every ordinary chat answer waits before it is sent (a generation's time)."""
+        self.spans: list[tuple[float, float, str]] = []
+        """(start, end, last message) of every ordinary chat request answered."""
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict[str, Any]] = {}
         self.polls_before_done = 0
@@ -207,9 +215,17 @@ class FaultyServer:
             "created_at": 0,
         }
 
+    def _draw(self) -> str:
+        roll = self.random.random()
+        for behaviour, rate in self.fault_rates.items():
+            if roll < rate:
+                return behaviour
+            roll -= rate
+        return "ok"
+
     def next_behaviour(self, body: dict[str, Any]) -> str:
         with self.lock:
-            behaviour = self.faults.pop(0) if self.faults else "ok"
+            behaviour = self.faults.pop(0) if self.faults else self._draw()
             self.requests.append((time.monotonic(), behaviour, body))
         return behaviour
 
@@ -266,11 +282,14 @@ def _handler(server: FaultyServer) -> type[BaseHTTPRequestHandler]:
             with server.lock:
                 server.in_flight += 1
                 server.max_in_flight = max(server.max_in_flight, server.in_flight)
+            started = time.monotonic()
             try:
+                time.sleep(server.latency)
                 self._respond(behaviour, body)
             finally:
                 with server.lock:
                     server.in_flight -= 1
+                    server.spans.append((started, time.monotonic(), str(body["messages"][-1]["content"])))
 
         def _respond(self, behaviour: str, body: dict[str, Any]) -> None:
             if behaviour == "429":

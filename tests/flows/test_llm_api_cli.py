@@ -4,7 +4,10 @@ per stage, resumed by a rerun with no ordinary request), a budget in batch mode,
 from `top_logprobs` and the probe that finds them, and an API key that appears nowhere."""
 
 import json
+import os
 import re
+import shutil
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -298,6 +301,50 @@ def test_all_at_once_over_an_api_reads_echoed_prompt_logprobs_and_refuses_shifte
     assert_no_secret(root, scored.stdout + scored.stderr)
 
 
+def tagged_answer(messages: list[dict[str, str]]) -> str:
+    """An explanation that names the prompt it answers (so each neuron's simulation requests are
+    told apart at the server); simulations as `answer`'s."""
+    last = messages[-1]["content"]
+    if is_json_simulation(last):
+        return answer(messages)
+    return f"the main thing this neuron does is find numbers ({zlib.crc32(last.encode()):08x})."
+
+
+def test_an_api_simulator_scores_neurons_in_parallel_within_its_concurrency_limit(root: str, tmp_path: Path) -> None:
+    """At --concurrency 1 a layer's neurons are scored one by one; at 8 several at once, their
+    requests overlapping at the server and never more than 8 in flight; the scores are the same."""
+    fake = FaultyServer(tagged_answer)
+    fake.latency = 0.2
+    with serve(fake) as url:
+        api = ["--base-url", url]
+        explained = run_cli(
+            "explain", "--root", root, *api, "--neurons", NEURONS, *ONE, "--explainer", "openai:m", env=ENV
+        )
+        assert explained.returncode == 0, explained.stderr
+        run = re.search(r"run (e-\w+)", explained.stdout)[1]  # type: ignore[index]
+        copy = str(tmp_path / "copy")
+        shutil.copytree(root, copy)  # the same explanations; an LLM cache of none of the scoring
+        tables, overlaps = [], []
+        for folder, limit in ((root, "1"), (copy, "8")):
+            fake.spans, fake.max_in_flight = [], 0
+            scored = run_cli(
+                "score", "--root", folder, *api, "--explanations", run, "--simulator", "openai:m",
+                "--scorers", "simulation", "--method", "json", "--concurrency", limit, env=ENV,
+            )  # fmt: skip
+            assert scored.returncode == 0, scored.stderr
+            assert 1 <= fake.max_in_flight <= int(limit)
+            tag = [re.search(r"\(([0-9a-f]{8})\)", text)[1] for _, _, text in fake.spans]  # type: ignore[index]
+            overlaps.append(
+                any(a[0] < b[1] and b[0] < a[1] and tag[i] != tag[j]
+                    for i, a in enumerate(fake.spans) for j, b in enumerate(fake.spans) if i < j)
+            )  # fmt: skip
+            score_run = re.search(r"run (s-\w+)", scored.stdout)[1]  # type: ignore[index]
+            scores = Storage.open(folder).read_parquet(contract.scores_path(score_run)).to_pandas()
+            tables.append(scores.sort_values(["layer", "neuron", "explanation_id"]).reset_index(drop=True))
+    assert overlaps == [False, True]  # one by one, then two neurons' requests in flight at once
+    assert tables[0].equals(tables[1])
+
+
 def tokens_of(storage: Storage, sequence_id: int) -> list[str]:
     from neuronatlas.datasets import corpus
 
@@ -346,3 +393,75 @@ def test_the_large_atlas_profile_simulates_the_valid_split_within_its_token_budg
     computed = sum(u["prompt_tokens"] - u["cached_prompt_tokens"] for u in usage)
     assert computed / 3 <= 4000
     assert_no_secret(root, result.stdout + result.stderr)
+
+
+FAULTS = {"429": 0.1, "500": 0.1, "slow": 0.1, "reset": 0.1, "cut": 0.1, "garbage": 0.1}
+"""Each way a request can fail, on 10% of requests each (seeded): 429 with Retry-After, 500, a
+timeout, a dropped connection, an answer cut mid-body, a body that is not JSON."""
+
+
+def answered_twice(fake: FaultyServer) -> list[str]:
+    """Requests sent again after the same body had been answered (the start of their last message)."""
+    answered: set[str] = set()
+    again = []
+    for _, behaviour, body in sorted(fake.requests, key=lambda r: r[0]):
+        key = json.dumps(body, sort_keys=True)
+        if key in answered:
+            again.append(str(body.get("messages", [{}])[-1].get("content", ""))[:200])
+        if behaviour == "ok":
+            answered.add(key)
+    return again
+
+
+BATTERY_NEURONS = 100 if os.environ.get("NEURONATLAS_BATTERY") == "full" else 24
+"""The full battery (`make bench`) runs 100 neurons; the test suite a seeded subset."""
+
+
+def test_llm_faults_at_scale_end_in_answers_or_reasons_and_reruns_converge(root: str) -> None:
+    """Neurons explained and scored over a server failing 60% of requests (10% each way):
+    every neuron ends explained or a failure row with its reason, reruns converge, nothing is
+    asked again once answered, and a run's budget is never exceeded."""
+    fake = FaultyServer(answer)
+    fake.fault_rates, fake.slow_seconds = FAULTS, 5.0  # past --timeout-s 4: a busy machine's answers are not
+    storage = Storage.open(root)
+    with serve(fake) as url:
+        api = ["--root", root, "--base-url", url, "--timeout-s", "4", "--max-retries", "3", "--concurrency", "16"]
+        explain = ["explain", *api, "--layers", "3", "--neurons", str(BATTERY_NEURONS), *ONE, "--explainer", "openai:m"]
+        runs = []
+        for _ in range(8):
+            runs.append(run_cli(*explain, env=ENV, timeout=600))
+            assert runs[-1].returncode == 0, runs[-1].stderr
+            run = re.search(r"run (e-\w+)", runs[-1].stdout)[1]  # type: ignore[index]
+            table = storage.read_parquet(contract.explanations_path(run)).to_pandas()
+            assert len(table) == BATTERY_NEURONS
+            failed = table[table["explanation"].isna()]
+            assert (failed["failure_reason"].str.len() > 0).all()  # a reason, never a placeholder
+            assert not table["explanation"].fillna("").str.contains("error|Error|{", regex=True).any()
+            if failed.empty:
+                break
+        assert failed.empty, f"{len(failed)} neurons still failing after {len(runs)} runs"
+        assert len(runs) > 1 and re.search(r"[1-9]\d* failed", runs[0].stdout)  # the faults did make failures
+        assert answered_twice(fake) == []
+
+        score = ["score", *api, "--explanations", run, "--simulator", "openai:m", "--scorers", "simulation"]
+        score += ["--method", "json"]
+        for attempt in range(12):
+            budget = 100_000 if attempt == 0 else 2_000_000  # the first run runs out of it
+            scored = run_cli(*score, "--budget-tokens", str(budget), env=ENV, timeout=600)
+            assert scored.returncode == 0, scored.stderr
+            score_run = re.search(r"run (s-\w+)", scored.stdout)[1]  # type: ignore[index]
+            manifest = storage.read_json(f"{contract.scores_path(score_run)}/_manifest.json")
+            usage = manifest["llm_last_run"]
+            assert usage["prompt_tokens"] + usage["completion_tokens"] <= budget
+            simulations = storage.read_parquet(contract.simulations_path(score_run)).to_pandas()
+            missing = simulations[simulations["simulated_activations"].isna()]
+            assert (missing["failure_reason"].str.len() > 0).all()
+            if attempt == 0:
+                assert missing["failure_reason"].str.startswith("budget exhausted").any()
+            if missing.empty:
+                break
+        assert missing.empty, f"{len(missing)} excerpts still failing"
+        assert answered_twice(fake) == []
+        scores = storage.read_parquet(contract.scores_path(score_run)).to_pandas()
+        assert scores["top_and_random_score"].notna().sum() > 0
+        assert (scores["top_and_random_score"].isna() == scores["failure_reason"].notna()).all()

@@ -6,12 +6,21 @@ request and the sampling parameters; failures are not cached, so a rerun retries
 
 import hashlib
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from neuronatlas.adapters.storage import Storage
-from neuronatlas.core.llm import ChoiceReadout, DigitReadout, Generation, GenerationParams, LLMBackend, Usage
+from neuronatlas.core.llm import (
+    ChoiceReadout,
+    DigitReadout,
+    Generation,
+    GenerationParams,
+    LLMBackend,
+    Usage,
+    parallel_requests,
+)
 from neuronatlas.core.prompts import AllAtOncePrompt, ChatPrompt, ChoicePrompt, LineByLinePrompt
 
 CACHE_DIR = "llm_cache"
@@ -39,6 +48,16 @@ class CachedBackend:
         self.id = backend.id
         self.hits = 0
         self.misses = 0
+        self._counting = threading.Lock()  # neurons may be scored in parallel threads
+
+    @property
+    def parallel_requests(self) -> int:
+        return parallel_requests(self.backend)
+
+    def release(self) -> None:
+        release = getattr(self.backend, "release", None)
+        if release is not None:
+            release()
 
     @property
     def usage(self) -> Usage:
@@ -97,9 +116,11 @@ class CachedBackend:
                 found[index] = Generation(
                     tuple(entry["texts"]), None, entry["prompt_tokens"], entry["completion_tokens"]
                 )
-        self.hits += len(found)
+        with self._counting:
+            self.hits += len(found)
         missing = [index for index in range(len(prompts)) if index not in found]
-        self.misses += len(missing)
+        with self._counting:
+            self.misses += len(missing)
         if missing:
             answers = self.backend.generate([prompts[index] for index in missing], params)
             for index, answer in zip(missing, answers, strict=True):
@@ -148,8 +169,10 @@ class CachedBackend:
         """Cached entries by position, and the positions to ask the backend for."""
         found = {index: entry for index, key in enumerate(keys) if (entry := self._get(key)) is not None}
         missing = [index for index in range(len(keys)) if index not in found]
-        self.hits += len(found)
-        self.misses += len(missing)
+        with self._counting:
+            self.hits += len(found)
+        with self._counting:
+            self.misses += len(missing)
         return found, missing
 
     def _store(self, key: str, entry: dict[str, Any]) -> dict[str, Any]:

@@ -34,8 +34,9 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, replace
 from typing import Any, TypeVar
 
@@ -273,8 +274,12 @@ class OpenAIBackend:
             "timeout_s": timeout_s,
             "connections": concurrency,
         }
-        self.transport: Any = None
-        """The direct transport of the current call (same lifetime as `client`)."""
+        self._loop: LoopThread | None = None
+        """Direct requests run on an event loop of the backend's own, in a thread started at first
+        use and stopped when the backend is collected: one connection pool kept warm across calls
+        and one concurrency limit for every call, from whichever thread (neurons scored in
+        parallel) it comes."""
+        self._start = threading.Lock()
         self.concurrency = concurrency
         self.id = f"openai:{model}" + (f"@{base_url}" if base_url else "")
         self.usage = Usage()
@@ -373,7 +378,7 @@ class OpenAIBackend:
         if self.store is not None and self.store.exists(state):
             return True, str(self.store.read_json(state)["reason"])
         body = {"model": self.model, "prompt": PROBE_TEXT, "echo": True, "logprobs": TOP_LOGPROBS, "max_tokens": 1}
-        answer = _run(self._with_transport(lambda: self._send(body, "completions")))
+        answer = self._on_loop(lambda: self._send(body, "completions"))
         self.usage.calls += 1
         self.ledger.settle((0, 0), answer.prompt_tokens, answer.completion_tokens)
         if answer.failure is not None:
@@ -436,7 +441,7 @@ class OpenAIBackend:
             {"role": "user", "content": "Is Paris in France? Answer Yes or No."},
         ]
         body = _choice_body(self.model, messages)
-        answer = _run(self._with_transport(lambda: self._send(body)))
+        answer = self._on_loop(lambda: self._send(body))
         self.usage.calls += 1
         self.ledger.settle((0, 0), answer.prompt_tokens, answer.completion_tokens)
         if answer.failure is not None:
@@ -456,7 +461,7 @@ class OpenAIBackend:
         if not requests:
             return []
         if not self.batch or any(r.endpoint != "chat" for r in requests):  # a batch has one endpoint: chat
-            return _run(self._with_transport(lambda: self._direct(requests)))
+            return self._on_loop(lambda: self._direct(requests))
         if self._collected is not None:
             for request in requests:
                 self._collected.setdefault(body_key(request.bodies[0]), request)
@@ -478,13 +483,29 @@ class OpenAIBackend:
             self.client = client
             return await work()
 
-    async def _with_transport(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        async with Transport(**self._transport_settings) as transport:
-            self.transport = transport
-            return await work()
+    @property
+    def parallel_requests(self) -> int:
+        """How many requests this backend keeps in flight at once: callers with independent work
+        (a layer's neurons) give it that much to do. Batch mode collects first: one at a time."""
+        return 1 if self.batch else self.concurrency
+
+    def _on_loop(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        with self._start:
+            if self._loop is None:
+                self._loop = LoopThread(Transport(**self._transport_settings), self.concurrency)
+                weakref.finalize(self, self._loop.stop)
+        return self._loop.run(work)
+
+    def release(self) -> None:
+        """Close the connection pool and stop the loop (the next call starts them again)."""
+        with self._start:
+            loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.stop()
 
     async def _direct(self, requests: Sequence[Request]) -> list[list[Answer]]:
-        semaphore = asyncio.Semaphore(self.concurrency)
+        assert self._loop is not None
+        semaphore = self._loop.gate
 
         shared = isinstance(self.ledger, SharedLedger)  # its calls go to the Dask scheduler: off the loop
 
@@ -515,7 +536,8 @@ class OpenAIBackend:
     async def _send(self, body: dict[str, Any], endpoint: str = "chat") -> Answer:
         try:
             path = "/chat/completions" if endpoint == "chat" else "/completions"
-            answer = _parse(await self.transport.post(path, body))
+            assert self._loop is not None
+            answer = _parse(await self._loop.transport.post(path, body))
             self.usage.cached_prompt_tokens += answer.cached_tokens
             return answer
         except TransportError as error:
@@ -809,6 +831,36 @@ def _describe(error: Exception) -> str:
     status = getattr(error, "status_code", None)
     message = str(getattr(error, "message", None) or error).splitlines()[0][:160]
     return f"{type(error).__name__}" + (f" {status}" if status else "") + f": {message}"
+
+
+class LoopThread:
+    """An event loop running in a daemon thread of its own, with the transport and concurrency
+    gate that live on it; `run` submits work from any thread and waits for its result."""
+
+    def __init__(self, transport: Transport, concurrency: int) -> None:
+        self.transport = transport
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="neuronatlas-llm-http", daemon=True)
+        self.thread.start()
+        self.gate: asyncio.Semaphore = self.run(lambda: self._open(concurrency))
+
+    async def _open(self, concurrency: int) -> asyncio.Semaphore:
+        await self.transport.__aenter__()
+        return asyncio.Semaphore(concurrency)
+
+    def run(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        async def call() -> T:  # the coroutine is made on the loop, never in the caller's thread
+            return await work()
+
+        return asyncio.run_coroutine_threadsafe(call(), self.loop).result()
+
+    def stop(self) -> None:
+        if not self.loop.is_running():
+            return
+        with suppress(Exception):  # closing at interpreter exit may meet a half torn-down runtime
+            asyncio.run_coroutine_threadsafe(self.transport.__aexit__(None, None, None), self.loop).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
 
 
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from neuronatlas.core.llm import Generation, GenerationParams, LLMBackend
+from neuronatlas.core.llm import Generation, GenerationParams, LLMBackend, parallel_requests
 from neuronatlas.core.parsing import Failure, parse_explanation, parse_json_simulation
 from neuronatlas.core.prompts import ActivationRecord, explainer_prompt, records_max
 from neuronatlas.core.scoring import ExplanationScores, ScoredExcerpt, score_explanation
@@ -109,7 +109,8 @@ class ExplainedNeuron:
 
 
 CHUNK = 8
-"""Neurons per backend call: a cached backend stores answers as each chunk returns."""
+"""Neurons per backend call at least (a cached backend stores answers as each chunk returns);
+more where an API backend keeps more requests in flight (`parallel_requests`)."""
 
 
 def explain_records(
@@ -121,10 +122,12 @@ def explain_records(
     on_chunk: Callable[[int], None] = lambda done: None,
 ) -> list[ExplainedNeuron]:
     """`params.n` explanations of each neuron from its train records, asked `CHUNK` neurons at a
-    time; a neuron that cannot be explained gets null rows with the reason, and no request."""
+    time (or enough to fill an API backend's concurrency limit); a neuron that cannot be explained
+    gets null rows with the reason, and no request."""
     explained = []
-    for start in range(0, len(neurons), CHUNK):
-        chunk = neurons[start : start + CHUNK]
+    size = max(CHUNK, parallel_requests(llm) // max(params.n, 1))
+    for start in range(0, len(neurons), size):
+        chunk = neurons[start : start + size]
         reasons = [unexplainable(neuron) for neuron in chunk]
         asked = [neuron for neuron, reason in zip(chunk, reasons, strict=True) if reason is None]
         prompts = [explainer_prompt(neuron.train(), prompt_format, scale) for neuron in asked]  # type: ignore[arg-type]

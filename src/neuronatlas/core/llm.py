@@ -77,6 +77,12 @@ class Usage:
             self.by_reason[reason] = self.by_reason.get(reason, 0) + count
 
 
+def parallel_requests(llm: object) -> int:
+    """How many requests `llm` keeps in flight at once (an API backend's concurrency limit; 1 for
+    a model in process): how much independent work its callers hand it at a time."""
+    return int(getattr(llm, "parallel_requests", 1))
+
+
 class LLMBackend(Protocol):
     """What the explain and simulate stages need from an LLM."""
 

@@ -2,6 +2,7 @@
 above the spans where it stays quiet (`core/excerpts.py`)? The encoder is injected; the spans'
 vectors are computed once per neuron and purpose."""
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -58,13 +59,17 @@ class EmbeddingScorer:
         self._vectors: dict[tuple[int, int, str], tuple[Spans, np.ndarray]] = {}
         self._query: tuple[str, np.ndarray] | None = None
         """The last explanation's vector (each is scored on its neuron, its partner, and for selection)."""
+        self._one_at_a_time = threading.Lock()
+        """Neurons scored in parallel threads share this scorer: its caches and the encoder are
+        used by one at a time (the encoder runs in process; the LLM scorers are what wait)."""
 
     def score(self, explanation: str, records: NeuronRecords, partner: NeuronRecords | None) -> EmbeddingResult:
-        return EmbeddingResult(
-            self.auc(explanation, records),
-            self.auc(explanation, partner),
-            self.auc(explanation, records, purpose="select"),
-        )
+        with self._one_at_a_time:
+            return EmbeddingResult(
+                self.auc(explanation, records),
+                self.auc(explanation, partner),
+                self.auc(explanation, records, purpose="select"),
+            )
 
     def auc(self, explanation: str, records: NeuronRecords | None, purpose: str = "score") -> Score:
         """AUC of cosine(explanation, span) for activating vs quiet spans; null with the reason
