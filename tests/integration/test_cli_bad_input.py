@@ -32,6 +32,12 @@ def run_cli(
     )
 
 
+def empty_root(folder: Path) -> str:
+    """A root that exists and holds nothing yet."""
+    (folder / "empty").mkdir(exist_ok=True)
+    return str(folder / "empty")
+
+
 def write(path: Path, data: bytes) -> str:
     path.write_bytes(data)
     return str(path)
@@ -183,6 +189,51 @@ OTHER_CASES: dict[str, tuple[Callable[[Path, str], list[str]], str]] = {
     "empty source": (lambda p, r: ["ingest", "--root", r, "--source", ""], "--source '': empty"),
     "corpora of a missing root": (lambda p, r: ["corpora", "--root", r], "atlas: no such root"),
     "runs of a missing root": (lambda p, r: ["runs", "--root", r], "atlas: no such root"),
+    "publish of a missing root": (lambda p, r: ["publish", "--root", r], "atlas: no such root"),
+    "publish of an unknown score run": (
+        lambda p, r: ["publish", "--root", empty_root(p), "--scores", "s-nope"],
+        "--scores s-nope: no run of that id",
+    ),
+    "score of an unknown explanation run": (
+        lambda p, r: ["score", "--root", empty_root(p), "--explanations", "e-nope"],
+        "--explanations e-nope: no run of that id",
+    ),
+    "explain with nothing extracted": (lambda p, r: ["explain", "--root", empty_root(p)], "--activations: name one"),
+    "validity with nothing extracted": (lambda p, r: ["validity", "--root", empty_root(p)], "--activations: name one"),
+    "extract with no corpus": (
+        lambda p, r: ["extract", "--root", empty_root(p)],
+        "--corpus: name one of the committed",
+    ),
+    "versions with nothing published": (lambda p, r: ["versions", "--root", empty_root(p)], "nothing published yet"),
+    "lineage with nothing published": (lambda p, r: ["lineage", "--root", empty_root(p)], "nothing published yet"),
+    "view with nothing published": (
+        lambda p, r: ["view", "--root", r, "--out", str(p / "site")],
+        "nothing published yet",
+    ),
+    "show a neuron that is not LAYER:NEURON": (
+        lambda p, r: ["show", "abc", "--root", empty_root(p)],
+        "abc: expected LAYER:NEURON",
+    ),
+    "show a negative excerpt count": (
+        lambda p, r: ["show", "3:7", "--root", r, "--excerpts", "-1"],
+        "--excerpts -1: expected 0 (all) or more",
+    ),
+    "export in an unknown format": (
+        lambda p, r: ["export", str(p / "out.xlsx"), "--root", empty_root(p)],
+        "--format .xlsx: expected one of parquet, jsonl, csv",
+    ),
+    "export into a missing folder": (
+        lambda p, r: ["export", str(p / "nowhere" / "out.csv"), "--root", r],
+        "nowhere does not exist",
+    ),
+    "run with an unknown profile": (
+        lambda p, r: ["run", "--root", r, "--config", "nope"],
+        "--config nope: no such file (nor a profile: large-atlas)",
+    ),
+    "deploy with a missing config file": (
+        lambda p, r: ["deploy", "--config", str(p / "missing.toml")],
+        "missing.toml: no such file",
+    ),
     "export over an existing file": (
         lambda p, r: ["export", existing_file(p / "out.csv"), "--root", r],
         "out.csv: already exists; pass --overwrite to replace it",
@@ -249,3 +300,12 @@ def test_credentials_in_the_atlas_flow_parameters_are_refused(url: str) -> None:
         with pytest.raises(InputError, match="credentials in the URL are not accepted") as refused:
             build()
         assert SENTINEL not in str(refused.value)
+
+
+@pytest.mark.parametrize("command", ["ingest", "explain", "publish", "versions", "run"])
+def test_an_s3_root_whose_endpoint_is_down_fails_fast_in_one_line(command: str, tmp_path: Path) -> None:
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {**S3_ENV, "AWS_ENDPOINT_URL": endpoint}
+    result = run_cli(command, "--root", "s3://bucket/atlas", env=env, cwd=tmp_path, timeout=60)
+    assert_clean_failure(result, f"--root s3://bucket/atlas: cannot reach S3 endpoint {endpoint}")
+    assert list(tmp_path.iterdir()) == []

@@ -58,6 +58,10 @@ def publish(
     scores: Annotated[str | None, typer.Option(help="Score run id (default: the only one).")] = None,
 ) -> None:
     """Publish a score run (best explanation per neuron) as a new version of published/atlas."""
+    from neuronatlas.catalog.runs import committed_run
+
+    storage = existing(root)  # checked before a flow run starts
+    committed_run(storage, "scores", scores, "score")
     result = flows().publish.publish(root=root, scores=scores)
     if result.skipped:
         typer.echo(f"already published: {result.publish_id} (table {result.table_uri} is at version {result.version})")
@@ -73,8 +77,9 @@ def versions(root: Root = "./atlas") -> None:
     """The published table's history: one line per version."""
     from neuronatlas import catalog
 
+    history = catalog.versions(root)
     typer.echo(f"{'version':>7}  {'time (UTC)':<25} {'operation':<12} {'rows':>5} {'new':>4} {'upd':>4}  publish")
-    for row in catalog.versions(root):
+    for row in history:
         typer.echo(
             f"{row['version']:>7}  {row['time']:<25} {row['operation']:<12} {row['rows']:>5} "
             f"{row['inserted'] if row['inserted'] is not None else '':>4} "
@@ -195,6 +200,8 @@ def show(
         raise InputError(f"--sign {sign}: expected positive or negative")
     if excerpts < 0:
         raise InputError(f"--excerpts {excerpts}: expected 0 (all) or more")
+    if not data.NEURON.match(neuron):  # before anything is read
+        raise InputError(f"{neuron}: expected LAYER:NEURON, e.g. 5:123")
     chosen, rows = data.table_rows(root, version)
     row = data.find_row(rows, neuron, model, sign, chosen)
     page = next(data.pages(Storage.open(root), [row]))
