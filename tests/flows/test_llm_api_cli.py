@@ -413,7 +413,7 @@ def answered_twice(fake: FaultyServer) -> list[str]:
     return again
 
 
-BATTERY_NEURONS = 100 if os.environ.get("NEURONATLAS_BATTERY") == "full" else 24
+BATTERY_NEURONS = 100 if os.environ.get("NEURONATLAS_BATTERY") == "full" else 12
 """The full battery (`make bench`) runs 100 neurons; the test suite a seeded subset."""
 
 
