@@ -74,7 +74,7 @@ bench: dev
 	$(BIN)/python bench/extract.py
 	$(BIN)/python bench/viewer.py
 	$(BIN)/python bench/llm.py
-	NEURONATLAS_BATTERY=full HF_HUB_OFFLINE=1 $(BIN)/pytest tests/flows/test_llm_api_cli.py -k faults_at_scale
+	NEURONATLAS_BATTERY=full HF_HUB_OFFLINE=1 $(BIN)/pytest tests/flows/test_llm_api_cli.py tests/flows/test_atlas_flow.py -k "faults_at_scale or month_of_nights"
 
 # Re-resolve the pinned versions after changing pyproject.toml (needs the package index).
 lock:

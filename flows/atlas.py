@@ -16,7 +16,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from neuronatlas.adapters.data_docs import ValidationEntry, build_data_docs
+from neuronatlas.adapters.data_docs import ValidationEntry, build_data_docs, docs_folder
 from neuronatlas.adapters.runners import Runner, check_runner, cluster_for, on_runner
 from neuronatlas.adapters.storage import Storage
 from neuronatlas.catalog.lineage import lineage_chain, validation_entries
@@ -31,7 +31,7 @@ from neuronatlas.config import (
 )
 from neuronatlas.core.summary import llm_totals
 from neuronatlas.datasets import published
-from neuronatlas.datasets.runs import RUNS, RunReport, new_run_id
+from neuronatlas.datasets.runs import RunReport, new_run_id
 from neuronatlas.errors import AtlasError
 from neuronatlas.flows.explain import ExplainResult, explain_neurons
 from neuronatlas.flows.extract import ExtractResult, extract_activations
@@ -195,7 +195,11 @@ class Stages:
             table_uri, version = published.table_uri, published.version
             entries += _publish_validations(storage, published.publish_id)
         started = time.perf_counter()
-        docs = build_data_docs(storage, f"{RUNS}/{report.record['run_id']}/data_docs", entries)
+        folder = docs_folder(entries)
+        if storage.exists(f"{folder}/index.html"):  # an earlier run had these very results
+            docs = storage.uri(f"{folder}/index.html")
+        else:
+            docs = build_data_docs(storage, folder, entries)
         failed = sum(not entry.result["success"] for entry in entries)
         report.stage("data_docs", time.perf_counter() - started, uri=docs, validations=len(entries), failed=failed)
         plots = [extracted.plot_uri, *[uri for uri in (scored.layer_plot_uri, scored.plot_uri) if uri]]

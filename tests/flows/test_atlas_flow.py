@@ -3,6 +3,7 @@ Delta table, local and on a real S3-compatible server) with the scripted LLM; an
 back: versions, exports, lineage, the runs report."""
 
 import multiprocessing
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,7 +119,7 @@ def test_each_run_builds_data_docs_and_plots(local_run: Run) -> None:
     the published rows and table), and the pictures, all under the root."""
     result = local_run.result
     docs = Path(result.data_docs)
-    assert docs == Path(local_run.root) / "runs" / result.run_id / "data_docs" / "index.html"
+    assert docs.parent.parent == Path(local_run.root) / "data_docs" and docs.name == "index.html"
     pages = [str(page.relative_to(docs.parent)) for page in docs.parent.glob("validations/**/*.html")]
     suites = {page.split("/")[1] for page in pages}
     datasets = ["corpus", "activations", "neuron_stats", "explanations", "simulations", "control_simulations", "scores"]
@@ -147,6 +148,37 @@ def test_a_rerun_skips_every_stage_and_publishes_nothing(local_run: Run, tmp_pat
     assert again.result.version == 1
     assert [v["version"] for v in catalog.versions(root)] == [0, 1]
     assert len(catalog.runs(root)) == 2
+
+
+NIGHTS = 30 if os.environ.get("NEURONATLAS_BATTERY") == "full" else 3
+"""Reruns of the month-of-nights test: 30 from `make bench`, a few in the test suite."""
+RERUN_BYTES = 20_000
+"""What a rerun that changed nothing may add under the root: its run record (about 7 kB)."""
+
+
+def test_a_month_of_nights_on_an_unchanged_root_asks_nothing_publishes_nothing_and_stays_bounded(
+    local_run: Run, tmp_path: Path
+) -> None:
+    root = tmp_path / "atlas"
+    shutil.copytree(local_run.root, root)
+
+    def footprint() -> tuple[int, int]:
+        files = [path for path in root.rglob("*") if path.is_file()]
+        return len(files), sum(path.stat().st_size for path in files)
+
+    files, size = footprint()
+    docs = set()
+    for night in range(NIGHTS):
+        again = run_atlas(str(root), local_run.source)
+        assert again.explainer.usage.calls == 0, night  # no LLM call
+        assert again.result.version == 1, night  # no new version
+        docs.add(Path(again.result.data_docs).relative_to(root))
+        now_files, now_size = footprint()
+        assert now_files - files <= 1 and now_size - size <= RERUN_BYTES, (night, now_files - files, now_size - size)
+        files, size = now_files, now_size
+    assert docs == {Path(local_run.result.data_docs).relative_to(local_run.root)}  # the same validations' site
+    assert [v["version"] for v in catalog.versions(str(root))] == [0, 1]
+    assert len(catalog.runs(str(root))) == NIGHTS + 1
 
 
 def test_export_every_format_reads_back_in_polars_pandas_and_duckdb(local_run: Run, tmp_path: Path) -> None:

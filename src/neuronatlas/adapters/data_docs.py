@@ -6,6 +6,8 @@ folder and copies the site under the storage root (a local folder or S3 alike). 
 pages' CSS and scripts from CDNs do not load: the pages render unstyled but complete.
 """
 
+import hashlib
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 
 from neuronatlas.adapters.storage import Storage
 
+DOCS = "data_docs"
 SITE = "neuronatlas"  # not "local_site": Great Expectations reserves that name
 WALKTHROUGH = {"glossary_scroller.gif", "validation_failed_unexpected_values.gif", "iterative-dev-loop.png"}
 """Images of Great Expectations' getting-started walkthrough (3.4 of the site's 4.9 MB): not copied."""
@@ -60,10 +63,19 @@ def build_data_docs(storage: Storage, target: str, entries: list[ValidationEntry
             )
             context.validation_results_store.set(key, schema.load(entry.result))
         context.build_data_docs(site_names=[SITE])
-        for path in sorted(site.rglob("*")):
+        # the index last: a site whose index is there is whole (a build killed midway is redone)
+        for path in sorted(site.rglob("*"), key=lambda p: (p.name == "index.html" and p.parent == site, str(p))):
             if path.is_file() and not _walkthrough_image(path.relative_to(site)):
                 storage.write_bytes(f"{target}/{path.relative_to(site).as_posix()}", path.read_bytes())
     return storage.uri(f"{target}/index.html")
+
+
+def docs_folder(entries: list[ValidationEntry]) -> str:
+    """Where the Data Docs of exactly these validation results live under the root: named by their
+    content, so a run whose datasets and suites are those of an earlier run (a nightly rerun that
+    changed nothing) finds that site instead of writing another."""
+    key = json.dumps([[e.suite, e.run_name, e.result] for e in entries], sort_keys=True, default=str)
+    return f"{DOCS}/{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
 def _walkthrough_image(relative: Path) -> bool:
